@@ -1,0 +1,30 @@
+# make demo: build the bundled example for rpi4.  make test: the whole test suite.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.edgeprune-installed
+
+.PHONY: demo test test-fast lint install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/edgeprune build --target rpi4
+
+lint: $(STAMP)
+	$(BIN)/ruff check edgeprune tests bench examples
+
+test: lint
+	$(BIN)/pytest -q -ra
+
+test-fast: lint
+	$(BIN)/pytest -q -ra -m "not slow"
+
+clean:
+	rm -rf build .pytest_cache

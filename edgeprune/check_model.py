@@ -1,0 +1,52 @@
+"""``edgeprune check``: the check stage on any existing .tflite."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeprune import data as data_mod
+from edgeprune.errors import BadInputError
+from edgeprune.stages import check, measure
+from edgeprune.stages.check import CheckResult, Measurement
+from edgeprune.targets import load_target
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    target: str
+    measurements: list[Measurement]
+    checks: list[CheckResult]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "measurements": [m.to_dict() for m in self.measurements],
+            "checks": [c.to_dict() for c in self.checks],
+            "passed": check.passed(self.checks),
+        }
+
+
+def check_tflite(path: Path, target_spec: str, data: Path | None) -> CheckOutcome:
+    from edgeprune.estimate.tflite_graph import parse_tflite
+    target = load_target(target_spec)
+    if not path.is_file():
+        raise BadInputError(str(path), "no such file", "Give the path to a .tflite model")
+    blob = path.read_bytes()
+    graph = parse_tflite(blob, name=str(path))  # BadInputError for anything not a .tflite
+    shape = graph.tensors[graph.inputs[0]].shape
+    measurements = [measure.flash(blob, target, path.name)]
+    if data is not None:
+        labelled = data_mod.load_labelled(data, "--data")
+        x = data_mod.check_against_model(labelled.x, shape, f"--data {data}")
+        data_mod.check_labels(labelled, graph.tensors[graph.outputs[0]].shape[-1], "--data")
+        measurements.append(measure.accuracy(blob, x, labelled.y, str(data)))
+        sample = x[0]
+    else:
+        sample = np.random.default_rng(0).random(shape[1:], dtype=np.float32)
+    measurements.append(measure.host_latency(blob, sample, target))
+    checks = check.run(measurements, target, baseline_accuracy=None)
+    return CheckOutcome(target.name, measurements, checks)

@@ -1,0 +1,82 @@
+"""manifest.json: what was built from what, with which tools.
+
+Hashes of every artifact in the output folder and of every input, the resolved target and
+recipe, and tool versions (read from package metadata, so TensorFlow is not imported here).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from edgeprune import __version__
+
+MANIFEST_SCHEMA = "edgeprune.manifest/1"
+_PACKAGES = {
+    "tensorflow": "tensorflow",
+    "tf_keras": "tf-keras",
+    "tfmot": "tensorflow-model-optimization",
+    "litert": "ai-edge-litert",
+    "tflite_micro": "tflite-micro",
+    "numpy": "numpy",
+    "vela": "ethos-u-vela",
+}
+
+
+def tool_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"edgeprune": __version__}
+    for key, dist in _PACKAGES.items():
+        try:
+            versions[key] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[key] = None
+    versions["python"] = platform.python_version()
+    return versions
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_path(path: Path) -> str:
+    """A file's sha256, or for a folder (SavedModel) the hash of its sorted file hashes."""
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f"{file.relative_to(path).as_posix()}\0{sha256_file(file)}\n".encode())
+    return h.hexdigest()
+
+
+def write_manifest(folder: Path, target: Any, recipe: Any, request: Any) -> Path:
+    artifacts = {
+        p.relative_to(folder).as_posix(): sha256_file(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
+    inputs = {}
+    for name in ("model", "data", "val", "calib", "recipe_file"):
+        path = getattr(request, name)
+        if path is not None:
+            inputs[name] = {"path": str(path), "sha256": sha256_path(Path(path))}
+    if target.source:
+        inputs["target"] = {"path": target.source, "sha256": sha256_file(Path(target.source))}
+    manifest = {
+        "schema": MANIFEST_SCHEMA,
+        "artifacts": artifacts,
+        "inputs": inputs,
+        "versions": tool_versions(),
+        "target": target.to_dict(),
+        "recipe": recipe.to_dict(),
+    }
+    path = folder / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return path

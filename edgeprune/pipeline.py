@@ -1,0 +1,305 @@
+"""The build driver: a flat list of stage calls, like a compiler driver.
+
+Everything the user gave is validated before any folder is created. The build writes into a
+hidden temporary folder beside the final one and renames it into place only when complete, so a
+failed or interrupted build leaves nothing behind and never half-replaces a previous build.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeprune import data as data_mod
+from edgeprune import model_io
+from edgeprune.errors import BadInputError, DataError, RecipeError
+from edgeprune.manifest import write_manifest
+from edgeprune.recipe import Recipe, resolve_recipe
+from edgeprune.resources import example_inputs
+from edgeprune.stages import check, convert, finetune, measure, prune, report
+from edgeprune.stages.check import Measurement
+from edgeprune.targets import TargetProfile, load_target
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    model: Path | None = None  # None: the bundled example
+    data: Path | None = None
+    val: Path | None = None
+    calib: Path | None = None
+    recipe_file: Path | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)  # CLI recipe options
+    out: Path = Path("build")
+    trust_model: bool = False
+    strict: bool = False
+    tensorboard: bool = False
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    target: TargetProfile
+    folder: Path
+    report: dict[str, Any]
+    exit_code: int
+
+
+class StageTimer:
+    """Times each stage and logs one line per stage."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        log.info("%-9s …", name)
+        yield
+        elapsed = time.perf_counter() - start
+        self.timings[name] = self.timings.get(name, 0.0) + elapsed
+        log.info("%-9s done in %.1f s", name, elapsed)
+
+
+def _with_example_defaults(req: BuildRequest) -> BuildRequest:
+    if req.model is not None:
+        return req
+    ex = example_inputs()
+    return BuildRequest(
+        **{**req.__dict__, "model": ex["model"], "data": req.data or ex["data"],
+           "val": req.val or ex["val"], "calib": req.calib or ex["calib"]}
+    )
+
+
+def load_inputs(req: BuildRequest, model: Any, recipe: Recipe) -> data_mod.Inputs:
+    """Labelled data, held-out data and calibration samples, checked against the model."""
+    shape = tuple(model.input_shape)
+    n_classes = model_io.num_classes(model)
+    train = data_mod.load_labelled(req.data, "--data") if req.data else None
+    val = data_mod.load_labelled(req.val, "--val") if req.val else None
+    for option, labelled in (("--data", train), ("--val", val)):
+        if labelled is not None:
+            x = data_mod.check_against_model(labelled.x, shape, f"{option} {labelled.source}")
+            labelled = data_mod.Labelled(x, labelled.y, labelled.source)
+            data_mod.check_labels(labelled, n_classes, option)
+            train, val = (labelled, val) if option == "--data" else (train, labelled)
+    holdout = False
+    if val is None and train is not None:
+        train, val = data_mod.holdout_split(train, recipe.seed)
+        holdout = True
+    calib = None
+    if req.calib is not None:
+        calib = data_mod.check_against_model(
+            data_mod.load_calib(req.calib), shape, f"--calib {req.calib}"
+        )
+    elif train is not None:
+        calib = train.x
+    if calib is not None:
+        calib = data_mod.calibration_sample(calib, recipe.calib_samples, recipe.seed)
+    if recipe.quantize == "int8" and calib is None:
+        raise DataError(
+            "--quantize int8",
+            "needs calibration samples and neither --calib nor --data was given",
+            "Pass --calib SAMPLES (.npz/.npy/image folder) or --data TRAIN.npz",
+        )
+    return data_mod.Inputs(train=train, val=val, calib=calib, val_is_holdout=holdout)
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise BadInputError(
+            f"--out {out}", "is a file, not a folder", "Give a folder path (it will be created)"
+        )
+
+
+def weight_sparsity(model: Any) -> float:
+    """Fraction of exact zeros in the kernels of conv/dense layers."""
+    zeros = total = 0
+    for layer in model.layers:
+        for w in layer.weights:
+            if "kernel" in w.name:
+                values = w.numpy()
+                zeros += int(np.count_nonzero(values == 0))
+                total += values.size
+    return zeros / total if total else 0.0
+
+
+def _tflite_macs(tflite: bytes) -> int:
+    from edgeprune.estimate.tflite_graph import parse_tflite
+
+    return parse_tflite(tflite, name="model.tflite").total_macs
+
+
+def _accuracy(tflite: bytes, inputs: data_mod.Inputs) -> float | None:
+    if inputs.val is None:
+        return None
+    return measure.accuracy(tflite, inputs.val.x, inputs.val.y, inputs.val.source).value
+
+
+def _layer_rows(before: Any, after: Any) -> list[dict[str, Any]]:
+    """Per layer with weights: params, MACs and channels of the result against the input model.
+
+    ``sparsity`` is the fraction of the input layer's parameters that are gone (removed
+    channels) or zero (unstructured pruning) in the result.
+    """
+    from edgeprune.pruning import layer_stats
+
+    old = {row["name"]: row for row in layer_stats(before)}
+    layers = {layer.name: layer for layer in _flat_layers(after)}
+    rows = []
+    for row in layer_stats(after):
+        prev = old.get(row["name"], row)
+        if not prev["params"]:
+            continue
+        layer = layers.get(row["name"])
+        nonzero = sum(int(np.count_nonzero(w)) for w in layer.get_weights()) if layer else 0
+        rows.append({
+            "name": row["name"], "type": row["type"], "params": row["params"],
+            "macs": row["macs"], "channels_before": prev["out_channels"],
+            "channels_after": row["out_channels"],
+            "sparsity": round(1 - nonzero / prev["params"], 4),
+        })
+    return rows
+
+
+def _flat_layers(model: Any) -> list[Any]:
+    """Layers of nested models included, as layer_stats lists them."""
+    found = []
+    for layer in model.layers:
+        found.extend(_flat_layers(layer) if hasattr(layer, "layers") else [layer])
+    return found
+
+
+def _measure(
+    tflite: bytes, inputs: data_mod.Inputs, target: TargetProfile,
+    input_shape: tuple[int | None, ...],
+) -> list[Measurement]:
+    ms = [measure.flash(tflite, target, "model.tflite")]
+    if inputs.val is not None:
+        ms.append(measure.accuracy(tflite, inputs.val.x, inputs.val.y, inputs.val.source))
+    ms.append(measure.host_latency(tflite, _one_sample(inputs, input_shape), target))
+    return ms
+
+
+def _one_sample(inputs: data_mod.Inputs, input_shape: tuple[int | None, ...]) -> np.ndarray:
+    """A sample to time with: calibration or held-out data, else seeded noise of the right shape."""
+    for x in (inputs.calib, inputs.val.x if inputs.val else None):
+        if x is not None:
+            return x[0]
+    return np.random.default_rng(0).random([d or 1 for d in input_shape[1:]], dtype=np.float32)
+
+
+def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
+    """Run the whole pipeline for one target; returns the outcome with its exit code (0/1)."""
+    timer = StageTimer()
+    req = _with_example_defaults(req)
+    target = load_target(target_spec)
+    recipe = resolve_recipe(target.build, target.source, req.recipe_file, req.overrides)
+    if recipe.quantize == "qat":
+        raise RecipeError("--quantize qat", "is not available in this version",
+                          "Use --quantize int8 (post-training) for now")
+    _check_out(req.out)
+    with timer.stage("load"):
+        model = model_io.load_model(req.model, trust_model=req.trust_model)
+        inputs = load_inputs(req, model, recipe)
+    finetune.seed_everything(recipe.seed)
+
+    created_out = not req.out.exists()
+    req.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=req.out))
+    try:
+        with timer.stage("baseline"):
+            base_tflite = convert.to_tflite(model, "none", None, target)
+            base_acc = _accuracy(base_tflite, inputs)
+            baseline = {
+                "accuracy": base_acc, "params": int(model.count_params()),
+                "macs": _tflite_macs(base_tflite), "tflite_bytes": len(base_tflite),
+            }
+        with timer.stage("prune"):
+            pruned = prune.run(model, recipe, target, inputs)
+        with timer.stage("finetune"):
+            log_dir = work / "logs" if req.tensorboard else None
+            tuned = finetune.run(pruned, inputs, recipe, log_dir)
+            final_model = pruned.strip(tuned)
+        with timer.stage("convert"):
+            tflite = convert.to_tflite(final_model, recipe.quantize, inputs.calib, target)
+            (work / "model.tflite").write_bytes(tflite)
+        with timer.stage("evaluate"):
+            measurements = _measure(tflite, inputs, target, tuple(model.input_shape))
+            accuracy = next((m.value for m in measurements if m.quantity == "accuracy"), None)
+            result = {
+                "accuracy": accuracy, "params": int(final_model.count_params()),
+                "macs": _tflite_macs(tflite), "sparsity": weight_sparsity(final_model),
+                "tflite_bytes": len(tflite),
+                "gzip_bytes": len(gzip.compress(tflite, compresslevel=9, mtime=0)),
+            }
+        with timer.stage("check"):
+            checks = check.run(measurements, target, base_acc)
+        with timer.stage("report"):
+            rep = _report(target, recipe, baseline, result, measurements, checks,
+                          _layer_rows(model, final_model), timer.timings, pruned.notes, inputs)
+            report.write(work, rep)
+            write_manifest(work, target, recipe, req)
+        final = req.out / target.name
+        _replace(work, final)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        if created_out:
+            shutil.rmtree(req.out, ignore_errors=True)
+        raise
+    return BuildOutcome(target, final, rep, check.exit_code(checks, req.strict))
+
+
+def _replace(work: Path, final: Path) -> None:
+    """Rename the finished folder into place; the previous build is removed only afterwards."""
+    if final.exists() and not final.is_dir():
+        raise BadInputError(str(final), "exists and is not a folder", "Move it away")
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{time.time_ns()}")
+        final.rename(old)
+    try:
+        work.rename(final)
+    except OSError:
+        if old is not None:
+            old.rename(final)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _report(
+    target: TargetProfile, recipe: Recipe, baseline: dict[str, Any], result: dict[str, Any],
+    measurements: list[Measurement], checks: list[check.CheckResult],
+    layers: list[dict[str, Any]], timings: dict[str, float], notes: list[str],
+    inputs: data_mod.Inputs,
+) -> dict[str, Any]:
+    from edgeprune.manifest import tool_versions
+
+    data_notes = []
+    if inputs.val is not None:
+        data_notes.append(f"accuracy measured on {inputs.val.source} ({len(inputs.val)} samples)")
+    return {
+        "schema": report.SCHEMA,
+        "target": target.to_dict(),
+        "recipe": recipe.to_dict(),
+        "baseline": baseline,
+        "result": result,
+        "measurements": [m.to_dict() for m in measurements],
+        "checks": [c.to_dict() for c in checks],
+        "passed": check.passed(checks),
+        "layers": layers,
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "versions": tool_versions(),
+        "notes": [*notes, *data_notes],
+    }

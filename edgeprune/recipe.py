@@ -1,0 +1,143 @@
+"""Recipe: what ``build`` does, as a frozen dataclass validated at construction.
+
+Resolution order (later wins): the target's ``[build]`` defaults < ``--recipe FILE.toml`` < CLI
+options. Each layer is validated with the name of where a bad value came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeprune.errors import RecipeError
+
+PRUNE_MODES = ("none", "magnitude", "m-by-n", "structured", "hybrid")
+CRITERIA = ("l1", "l2", "bn", "apoz", "activation", "taylor")
+QUANTIZE_MODES = ("int8", "float16", "dynamic", "qat", "none")
+ALLOCATIONS = ("uniform", "global")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    prune: str = "none"
+    sparsity: float = 0.5  # fraction removed (weights for magnitude, channels for structured)
+    criterion: str = "l1"
+    allocation: str = "uniform"  # how the channel ratio is spread over groups
+    weight_sparsity: float = 0.5  # hybrid: magnitude-pruned fraction of the remaining weights
+    quantize: str = "int8"
+    epochs: int = 0
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    seed: int = 0
+    keep: tuple[str, ...] = ()  # layers never pruned
+    calib_samples: int = 200  # representative-dataset size for int8 calibration
+
+    def __post_init__(self) -> None:
+        _check_choice("prune", self.prune, PRUNE_MODES)
+        _check_choice("criterion", self.criterion, CRITERIA)
+        _check_choice("quantize", self.quantize, QUANTIZE_MODES)
+        _check_choice("allocation", self.allocation, ALLOCATIONS)
+        for name in ("sparsity", "weight_sparsity"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise RecipeError(
+                    f"--{name.replace('_', '-')} {value}",
+                    "must be in [0, 1) (the fraction removed)",
+                    "Use e.g. 0.5",
+                )
+        for name, low in (("epochs", 0), ("seed", 0), ("batch_size", 1), ("calib_samples", 1)):
+            value = getattr(self, name)
+            if value < low:
+                raise RecipeError(
+                    f"--{name.replace('_', '-')} {value}",
+                    f"must be ≥ {low}",
+                    f"Give a whole number ≥ {low}",
+                )
+        if not self.learning_rate > 0:
+            raise RecipeError(
+                f"--learning-rate {self.learning_rate}", "must be > 0", "Use e.g. 1e-3"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["keep"] = list(self.keep)
+        return d
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise RecipeError(
+            f"--{name} {value}", f"is not one of {', '.join(allowed)}", "Pick one of those"
+        )
+
+
+def _coerce(source: str, key: str, value: Any) -> Any:
+    """Check one value's type against the Recipe field; ``source`` names where it came from."""
+    if key not in _FIELDS:
+        raise RecipeError(
+            source, f"unknown recipe key {key!r}", f"Allowed keys: {', '.join(sorted(_FIELDS))}"
+        )
+    default = _FIELDS[key].default
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise RecipeError(source, f"{key} = {value!r} must be a list of names", "Fix it")
+        return tuple(value)
+    if isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(default, bool) and isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int)
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise RecipeError(
+            source,
+            f"{key} = {value!r} has the wrong type (expected {type(default).__name__})",
+            "Fix the value",
+        )
+    return value
+
+
+def read_recipe_file(path: Path) -> dict[str, Any]:
+    """A recipe TOML: recipe keys at top level or under ``[build]``."""
+    if not path.is_file():
+        raise RecipeError(f"--recipe {path}", "no such file", "Give a path to a recipe .toml")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(str(path), f"TOML syntax error: {exc}", "Fix the file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(str(path), f"cannot be read ({exc})", "Check the file") from exc
+    if "build" in raw and isinstance(raw["build"], dict):
+        raw = {**{k: v for k, v in raw.items() if k != "build"}, **raw["build"]}
+    return raw
+
+
+def resolve_recipe(
+    target_defaults: dict[str, Any],
+    target_source: str,
+    recipe_file: Path | None,
+    cli: dict[str, Any],
+) -> Recipe:
+    """target ``[build]`` < recipe file < CLI (CLI values of ``None`` are "not given")."""
+    values: dict[str, Any] = {}
+    layers = [(f"{target_source} [build]", target_defaults)]
+    if recipe_file is not None:
+        layers.append((str(recipe_file), read_recipe_file(recipe_file)))
+    for source, layer in layers:
+        for key, value in layer.items():
+            values[key] = _coerce(source, key, value)
+    for key, value in cli.items():
+        if value is not None and value != ():
+            values[key] = _coerce(f"--{key.replace('_', '-')}", key, value)
+    return Recipe(**values)

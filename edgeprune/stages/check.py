@@ -1,0 +1,157 @@
+"""Check stage: measurements in, budget verdicts out.
+
+Each budget is a named predicate whose docstring is the rule shown in reports. A budget is
+checked with the best measurement available *for the target* (device > qemu > tflm > estimate);
+a host figure counts only for the ``host`` profile. With no usable figure the check is
+``passed: None`` and its rule says why.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from edgeprune.targets import TargetProfile
+
+# "artifact": an exact property of the emitted file (its size), the same on every machine.
+METHOD_RANK = ("artifact", "device", "qemu", "tflm", "estimate")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    quantity: str  # latency_ms | ram_bytes | flash_bytes | accuracy
+    value: float
+    unit: str
+    method: str  # artifact | device | qemu | tflm | host | estimate
+    where: str  # target name or "host"
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    budget: float
+    value: float | None
+    unit: str
+    passed: bool | None
+    method: str | None
+    rule: str
+
+    @property
+    def margin(self) -> float | None:
+        return None if self.value is None else self.budget - self.value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "margin": self.margin}
+
+
+def best(
+    measurements: Sequence[Measurement], quantity: str, target: TargetProfile
+) -> Measurement | None:
+    """The figure that stands for the target: never a host figure, except for ``host``."""
+    usable = [m for m in measurements if m.quantity == quantity]
+    if target.hardware.kind == "host":
+        usable = [m for m in usable if m.where in ("host", target.name)]
+    else:
+        usable = [m for m in usable if m.where == target.name and m.method in METHOD_RANK]
+    usable.sort(key=lambda m: METHOD_RANK.index(m.method) if m.method in METHOD_RANK else 99)
+    return usable[0] if usable else None
+
+
+def _rule(fn: Callable[..., Any]) -> str:
+    return " ".join((inspect.getdoc(fn) or "").split())
+
+
+def _verdict(
+    fn: Callable[..., Any],
+    name: str,
+    budget: float,
+    m: Measurement | None,
+    value: float | None,
+    unit: str,
+    missing: str,
+) -> CheckResult:
+    rule = _rule(fn)
+    if m is None or value is None:
+        return CheckResult(name, budget, None, unit, None, None, f"{rule} Not checked: {missing}")
+    return CheckResult(name, budget, value, unit, value <= budget, m.method, rule)
+
+
+def check_latency(m: Measurement | None, target: TargetProfile) -> CheckResult:
+    """Latency: one inference (p50 when measured) must take at most budgets.latency_ms."""
+    budget = float(target.budgets.latency_ms or 0)
+    return _verdict(
+        check_latency, "latency", budget, m, m.value if m else None, "ms",
+        f"no device, emulation or estimate of {target.name}'s latency is available in this "
+        "version, and a host figure is not the target's (see measurements, where=host)",
+    )
+
+
+def check_ram(m: Measurement | None, target: TargetProfile) -> CheckResult:
+    """RAM: the memory the runtime needs for one inference (tensor arena or peak RSS) must not
+    exceed budgets.ram_kb × 1024 bytes."""
+    budget = float(target.budgets.ram_kb or 0) * 1024
+    return _verdict(
+        check_ram, "ram", budget, m, m.value if m else None, "bytes",
+        f"no measurement or estimate of {target.name}'s RAM is available in this version",
+    )
+
+
+def check_flash(m: Measurement | None, target: TargetProfile) -> CheckResult:
+    """Flash: the model's bytes as stored on the device (.tflite or its C array) must not exceed
+    budgets.flash_kb × 1024 bytes. Runtime code (interpreter, kernels) is not included."""
+    budget = float(target.budgets.flash_kb or 0) * 1024
+    return _verdict(
+        check_flash, "flash", budget, m, m.value if m else None, "bytes", "no model size"
+    )
+
+
+def check_accuracy(
+    m: Measurement | None, baseline_accuracy: float | None, target: TargetProfile
+) -> CheckResult:
+    """Accuracy: top-1 accuracy of the emitted model, run with LiteRT on the held-out data, may
+    fall at most budgets.accuracy_drop percentage points below the float32 baseline's."""
+    drop = None
+    if m is not None and baseline_accuracy is not None:
+        drop = round((baseline_accuracy - m.value) * 100, 4)
+    return _verdict(
+        check_accuracy, "accuracy_drop", float(target.budgets.accuracy_drop or 0), m, drop,
+        "points", "no labelled data (pass --data or --val)",
+    )
+
+
+def run(
+    measurements: Sequence[Measurement], target: TargetProfile, baseline_accuracy: float | None
+) -> list[CheckResult]:
+    """One check per budget the target sets, in a fixed order."""
+    b = target.budgets
+    checks = []
+    if b.latency_ms is not None:
+        checks.append(check_latency(best(measurements, "latency_ms", target), target))
+    if b.ram_kb is not None:
+        checks.append(check_ram(best(measurements, "ram_bytes", target), target))
+    if b.flash_kb is not None:
+        checks.append(check_flash(best(measurements, "flash_bytes", target), target))
+    if b.accuracy_drop is not None:
+        acc = next((m for m in measurements if m.quantity == "accuracy"), None)
+        checks.append(check_accuracy(acc, baseline_accuracy, target))
+    return checks
+
+
+def passed(checks: Sequence[CheckResult]) -> bool:
+    """The report's ``passed``: true only when every check passed (unchecked is not passed)."""
+    return all(c.passed is True for c in checks)
+
+
+def exit_code(checks: Sequence[CheckResult], strict: bool = False) -> int:
+    """0 when no budget failed; 1 when one did (or, with ``strict``, one could not be checked)."""
+    if any(c.passed is False for c in checks):
+        return 1
+    if strict and any(c.passed is None for c in checks):
+        return 1
+    return 0
