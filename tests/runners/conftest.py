@@ -1,0 +1,94 @@
+"""Int8 .tflite models for the TFLite-Micro runner (built once per session)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def _keras():
+    from edgeprune import _tf
+
+    keras = _tf.keras()
+    keras.utils.set_random_seed(0)
+    return keras
+
+
+def small_cnn():
+    """Conv → depthwise → residual add → pools → GAP → dense → softmax, 16x16x3 input."""
+    keras = _keras()
+    layers = keras.layers
+    inp = keras.Input((16, 16, 3), batch_size=1)
+    a = layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    x = layers.Add()([a, layers.DepthwiseConv2D(3, padding="same")(a)])
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(16, 3, strides=2)(x)
+    x = layers.AveragePooling2D(2)(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, layers.Softmax()(layers.Dense(10)(x)))
+
+
+def cnn_100k():
+    """A 5-conv 32x32 CNN: ~150 kB as int8, the size class measure_arena must handle fast."""
+    keras = _keras()
+    layers = keras.layers
+    x = inp = keras.Input((32, 32, 3), batch_size=1)
+    for channels, stride in [(16, 1), (32, 2), (64, 2), (64, 1), (128, 2)]:
+        x = layers.Conv2D(channels, 3, strides=stride, padding="same", activation="relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dense(64, activation="relu")(x)
+    return keras.Model(inp, layers.Dense(10)(x))
+
+
+def topk_model():
+    """TOPK_V2: a builtin that LiteRT runs and TFLite-Micro does not have."""
+    keras = _keras()
+    from edgeprune import _tf
+
+    tf = _tf.tf()
+    inp = keras.Input((8,), batch_size=1)
+    out = keras.layers.Lambda(lambda t: tf.math.top_k(t, k=3).values)(inp)
+    return keras.Model(inp, out)
+
+
+def to_int8(model, io_int8: bool = True) -> bytes:
+    from edgeprune import _tf
+
+    tf = _tf.tf()
+    rng = np.random.default_rng(0)
+    shape = (1, *model.input_shape[1:])
+
+    def representative():
+        for _ in range(8):
+            yield [rng.normal(size=shape).astype(np.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if io_int8:
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+@pytest.fixture(scope="session")
+def tflm_models(tmp_path_factory) -> dict[str, Path]:
+    """'small': int8 in/out; 'big': ~150 kB int8 with float in/out; 'float'; 'topk'."""
+    from edgeprune import _tf
+
+    tf = _tf.tf()
+    root = tmp_path_factory.mktemp("tflm_models")
+    blobs = {
+        "small": to_int8(small_cnn()),
+        "big": to_int8(cnn_100k(), io_int8=False),
+        "float": tf.lite.TFLiteConverter.from_keras_model(small_cnn()).convert(),
+        "topk": tf.lite.TFLiteConverter.from_keras_model(topk_model()).convert(),
+    }
+    paths = {}
+    for name, data in blobs.items():
+        paths[name] = root / f"{name}.tflite"
+        paths[name].write_bytes(data)
+    return paths
