@@ -202,3 +202,13 @@ def calibration_sample(x: np.ndarray, n: int, seed: int) -> np.ndarray:
         return x
     idx = np.random.default_rng(seed).choice(len(x), size=n, replace=False)
     return x[np.sort(idx)]
+
+
+MIN_MONITOR_TRAIN = 40  # below this, every sample trains and early stopping is skipped
+
+
+def fit_split(train: Labelled, seed: int) -> tuple[Labelled, Labelled | None]:
+    """Training samples and an early-stopping monitor split carved from them (seeded)."""
+    if len(train) < MIN_MONITOR_TRAIN:
+        return train, None
+    return holdout_split(train, seed)

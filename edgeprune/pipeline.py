@@ -134,6 +134,11 @@ def weight_sparsity(model: Any) -> float:
     return zeros / total if total else 0.0
 
 
+def gzip_size(blob: bytes) -> int:
+    """What a compressed download costs: unstructured zeros show up here, not in the file."""
+    return len(gzip.compress(blob, compresslevel=9, mtime=0))
+
+
 def _tflite_macs(tflite: bytes) -> int:
     from edgeprune.estimate.tflite_graph import parse_tflite
 
@@ -223,7 +228,8 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
             base_acc = _accuracy(base_tflite, inputs)
             baseline = {
                 "accuracy": base_acc, "params": int(model.count_params()),
-                "macs": _tflite_macs(base_tflite), "tflite_bytes": len(base_tflite),
+                "macs": _tflite_macs(base_tflite), "sparsity": weight_sparsity(model),
+                "tflite_bytes": len(base_tflite), "gzip_bytes": gzip_size(base_tflite),
             }
         with timer.stage("prune"):
             pruned = prune.run(model, recipe, target, inputs)
@@ -241,7 +247,7 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
                 "accuracy": accuracy, "params": int(final_model.count_params()),
                 "macs": _tflite_macs(tflite), "sparsity": weight_sparsity(final_model),
                 "tflite_bytes": len(tflite),
-                "gzip_bytes": len(gzip.compress(tflite, compresslevel=9, mtime=0)),
+                "gzip_bytes": gzip_size(tflite),
             }
         with timer.stage("check"):
             checks = check.run(measurements, target, base_acc)

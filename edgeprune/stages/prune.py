@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from edgeprune.data import Inputs
+from edgeprune.data import Inputs, fit_split
 from edgeprune.errors import RecipeError
 from edgeprune.recipe import Recipe
 from edgeprune.targets import TargetProfile
@@ -45,7 +45,8 @@ def register_pruner(name: str) -> Callable[[Pruner], Pruner]:
 
 
 def steps_per_epoch(inputs: Inputs, recipe: Recipe) -> int:
-    n = len(inputs.train) if inputs.train is not None else 0
+    """Optimizer steps per epoch of the fine-tune stage (which trains on ``fit_split``)."""
+    n = len(fit_split(inputs.train, recipe.seed)[0]) if inputs.train is not None else 0
     return max(1, -(-n // recipe.batch_size))
 
 

@@ -1,8 +1,13 @@
 """Quantize stage: configure the TFLite converter for ``recipe.quantize``.
 
-int8 is full-integer post-training quantization calibrated on the calibration samples. Targets
-whose runtime only runs integer tensors (Cortex-M, Edge TPU, Ethos-U) get int8 input/output too;
-CPU targets keep float I/O so callers feed raw samples.
+Modes: ``int8`` full-integer post-training quantization calibrated on the calibration samples;
+``int16x8`` the same with int16 activations and int8 weights (more accurate, about twice the
+activation memory); ``float16`` weights; ``dynamic`` int8 weights with float activations;
+``qat`` a model trained with TF-MOT's fake-quant wrappers (see ``stages/qat.py``), converted to
+int8 from its learned ranges; ``none`` float32.
+
+Targets whose runtime only runs integer tensors (Cortex-M, Edge TPU, Ethos-U) get integer
+input/output too and refuse float modes; CPU targets keep float I/O so callers feed raw samples.
 """
 
 from __future__ import annotations
@@ -14,22 +19,92 @@ from typing import Any
 import numpy as np
 
 from edgeprune import _tf
-from edgeprune.errors import DataError
+from edgeprune.errors import BadInputError, DataError, RecipeError
 from edgeprune.targets import TargetProfile
 
 log = logging.getLogger(__name__)
 
 MIN_CALIB_SAMPLES = 50
 INTEGER_ONLY_KINDS = ("cortex-m", "edgetpu", "ethos-u")
+# Post-training modes calibrated on --calib (QAT may use it too, but does not need it).
+CALIBRATED_MODES = ("int8", "int16x8")
+# What each integer-only kind can run. TFLM (CMSIS-NN) and Vela have int16x8 kernels for the
+# common ops; the Edge TPU is int8 only.
+INTEGER_MODES = {
+    "cortex-m": ("int8", "qat", "int16x8"),
+    "ethos-u": ("int8", "qat", "int16x8"),
+    "edgetpu": ("int8", "qat"),
+}
+_FLOAT_DTYPES = ("float32", "float16", "float64", "bfloat16")
 
 
 def integer_io(target: TargetProfile) -> bool:
     return target.hardware.kind in INTEGER_ONLY_KINDS
 
 
+def check_target(mode: str, target: TargetProfile) -> None:
+    """Refuse a float mode for a target whose runtime only runs integer models (exit 2)."""
+    allowed = INTEGER_MODES.get(target.hardware.kind)
+    if allowed is None or mode in allowed:
+        return
+    raise RecipeError(
+        f"--quantize {mode} for --target {target.name}",
+        f"{target.name} ({target.hardware.kind}, {target.runtime.engine}) runs only "
+        "integer-quantized models, and this mode leaves float tensors",
+        f"Use --quantize int8 (post-training) or qat; allowed here: {', '.join(allowed)}",
+    )
+
+
+def float_ops(graph: Any) -> list[str]:
+    """Op types that compute on float tensors (QUANTIZE/DEQUANTIZE at the edges excepted).
+
+    ``graph`` is an ``estimate.tflite_graph.TfliteGraph``; TF-free, so ``check`` can use it.
+    """
+    found = set()
+    for op in graph.ops:
+        if op.op_type in ("QUANTIZE", "DEQUANTIZE"):
+            continue
+        used = (graph.tensors[i] for i in (*op.inputs, *op.outputs) if i >= 0)
+        if any(t.dtype in _FLOAT_DTYPES for t in used):
+            found.add(op.op_type)
+    return sorted(found)
+
+
+def check_model_for_target(graph: Any, target: TargetProfile, what: str) -> None:
+    """A float (or float16 / dynamic-range) .tflite sent to an integer-only target: exit 2."""
+    allowed = INTEGER_MODES.get(target.hardware.kind)
+    if allowed is None:
+        return
+    ops = float_ops(graph)
+    if ops:
+        raise BadInputError(
+            what,
+            f"computes in float ({', '.join(ops[:6])}{' …' if len(ops) > 6 else ''}), but "
+            f"{target.name} ({target.hardware.kind}) runs only integer-quantized models",
+            "Rebuild it with `edgeprune build --quantize int8` (or qat) from the Keras model, "
+            "or convert with full-integer post-training quantization "
+            "(TFLiteConverter with a representative dataset and TFLITE_BUILTINS_INT8)",
+        )
+
+
 def representative_dataset(calib: np.ndarray) -> Iterator[list[np.ndarray]]:
     for sample in calib:
         yield [sample[None].astype(np.float32)]
+
+
+def _calibrate(converter: Any, mode: str, calib: np.ndarray | None) -> None:
+    if calib is None:
+        raise DataError(
+            f"--quantize {mode}",
+            "needs calibration samples and none were given",
+            "Pass --calib SAMPLES (.npz/.npy/image folder) or --data TRAIN.npz",
+        )
+    if len(calib) < MIN_CALIB_SAMPLES:
+        log.warning(
+            "only %d calibration samples (< %d): int8 ranges may be poorly estimated",
+            len(calib), MIN_CALIB_SAMPLES,
+        )
+    converter.representative_dataset = lambda: representative_dataset(calib)
 
 
 def configure(converter: Any, mode: str, calib: np.ndarray | None, target: TargetProfile) -> None:
@@ -40,20 +115,25 @@ def configure(converter: Any, mode: str, calib: np.ndarray | None, target: Targe
     if mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
     elif mode == "int8":
-        if calib is None:
-            raise DataError(
-                "--quantize int8",
-                "needs calibration samples and none were given",
-                "Pass --calib SAMPLES (.npz/.npy/image folder) or --data TRAIN.npz",
-            )
-        if len(calib) < MIN_CALIB_SAMPLES:
-            log.warning(
-                "only %d calibration samples (< %d): int8 ranges may be poorly estimated",
-                len(calib), MIN_CALIB_SAMPLES,
-            )
-        converter.representative_dataset = lambda: representative_dataset(calib)
+        _calibrate(converter, mode, calib)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if integer_io(target):
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    elif mode == "int16x8":
+        _calibrate(converter, mode, calib)
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
+        if integer_io(target):
+            converter.inference_input_type = tf.int16
+            converter.inference_output_type = tf.int16
+    elif mode == "qat":
+        # The fake-quant nodes carry the ranges; calibration only fills ops QAT left without.
+        if calib is not None:
+            converter.representative_dataset = lambda: representative_dataset(calib)
+        if integer_io(target):
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
     # "dynamic": Optimize.DEFAULT alone gives dynamic-range (int8 weights, float activations).

@@ -1,0 +1,33 @@
+"""The README's demo: `edgeprune build --target rpi4` on the bundled example, as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from edgeprune.estimate.tflite_graph import parse_tflite
+
+
+@pytest.mark.slow
+def test_demo_build_for_rpi4(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeprune", "build", "--target", "rpi4", "--out", "out"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    folder = tmp_path / "out" / "rpi4"
+    rep = json.loads((folder / "report.json").read_text())
+    assert proc.returncode == (0 if not any(c["passed"] is False for c in rep["checks"]) else 1)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("model.tflite", "report.json", "report.md", "manifest.json"):
+        assert (folder / name).is_file()
+    # int8 model: weights are int8 tensors, accuracy within 1.5 points of the float baseline
+    graph = parse_tflite(folder / "model.tflite")
+    assert any(t.dtype == "int8" and t.is_constant for t in graph.tensors)
+    assert rep["baseline"]["accuracy"] >= 0.97
+    assert rep["result"]["accuracy"] >= rep["baseline"]["accuracy"] - 0.015
+    # structural pruning at the rpi4 default physically removed channels
+    assert rep["result"]["params"] < 0.6 * rep["baseline"]["params"]
+    assert set(rep["timings_s"]) >= {"load", "baseline", "prune", "finetune", "convert"}
