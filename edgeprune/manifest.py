@@ -80,3 +80,14 @@ def write_manifest(folder: Path, target: Any, recipe: Any, request: Any) -> Path
     path = folder / "manifest.json"
     path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def refresh_hashes(folder: Path, files: list[Path]) -> None:
+    """Update the artifact hashes of re-rendered files in an existing manifest.json."""
+    path = folder / "manifest.json"
+    if not path.is_file():
+        return
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    for file in files:
+        manifest["artifacts"][file.relative_to(folder).as_posix()] = sha256_file(file)
+    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

@@ -141,40 +141,76 @@ def _html_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _img(uri: str | None, alt: str) -> str:
+    return "" if uri is None else f"<img src='{uri}' alt='{html.escape(alt)}'>"
+
+
+def _kv_rows(d: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    for key, value in d.items():
+        if isinstance(value, dict):
+            rows.extend(_kv_rows(value, f"{prefix}{key}."))
+        else:
+            rows.append((f"{prefix}{key}", _fmt(value)))
+    return rows
+
+
+def _fidelity_html(fid: dict[str, Any] | None) -> str:
+    if not fid:
+        return ""
+    scalars = {k: v for k, v in fid.items() if not isinstance(v, list | dict)}
+    out = _html_table(("figure", "value"), _kv_rows(scalars))
+    for key, value in fid.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            header = tuple(value[0])
+            rows = [tuple(_fmt(r.get(h)) for h in header) for r in value]
+            out += f"<h3>{html.escape(key)}</h3>" + _html_table(header, rows)
+    return out
+
+
 def render_html(report: dict[str, Any]) -> str:
-    """Self-contained: no scripts, no external resources."""
+    """Self-contained: plots are embedded PNGs; no scripts, no external resources."""
+    from edgeprune.stages import report_plots as plots
+
     target = report["target"]
-    ok = report["passed"]
-    colour = "#1a7f37" if ok else "#b42318"
-    sections = [
-        ("Before and after", _html_table(("", "baseline", "result"), _comparison_rows(report))),
-        (
-            "Checks",
-            _html_table(
-                ("", "check", "value", "budget", "unit", "method", "rule"), _check_rows(report)
-            ),
-        ),
-        (
-            "Measurements",
-            _html_table(
-                ("quantity", "value", "unit", "method", "where", "how"),
-                _measurement_rows(report),
-            ),
-        ),
-        (
-            "Recipe",
-            _html_table(("key", "value"), [(k, str(v)) for k, v in report["recipe"].items()]),
-        ),
+    colour = "#1a7f37" if report["passed"] else (
+        "#b42318" if any(c["passed"] is False for c in report["checks"]) else "#9a6700")
+    per_op = (report.get("estimate") or {}).get("per_op") or []
+    layer_rows = [
+        (r["name"], r["type"], _fmt(r.get("params")), _fmt(r.get("macs")),
+         _fmt(r.get("channels_before")), _fmt(r.get("channels_after")), _fmt(r.get("sparsity")))
+        for r in report["layers"]
     ]
-    body = "".join(f"<h2>{html.escape(t)}</h2>{content}" for t, content in sections)
+    sections = [
+        ("Budgets", _img(plots.budget_panel(report), "budget panel") + _html_table(
+            ("", "check", "value", "budget", "unit", "method", "rule"), _check_rows(report))),
+        ("Before and after", _html_table(("", "baseline", "result"), _comparison_rows(report))),
+        ("Channels per layer", _img(plots.layer_channels(report), "channels per layer")
+         + _html_table(("layer", "type", "params", "MACs", "channels before", "after",
+                        "sparsity"), layer_rows)),
+        (f"Where the time goes on {target['name']}",
+         _img(plots.top_ops(per_op, f"top ops, estimated for {target['name']}"), "top ops")),
+        ("Fidelity of the emitted model", _fidelity_html(report.get("fidelity"))),
+        ("Sensitivity", _img(plots.sensitivity(report.get("sensitivity") or []), "sensitivity")),
+        ("Measurements", _html_table(("quantity", "value", "unit", "method", "where", "how"),
+                                     _measurement_rows(report))),
+        ("Notes", "".join(f"<p>{html.escape(n)}</p>" for n in report.get("notes", []))),
+        ("Recipe", _html_table(("key", "value"), _kv_rows(report["recipe"]))),
+        ("Target", _html_table(("key", "value"), _kv_rows(target))),
+        ("Versions and timings", _html_table(("key", "value"), _kv_rows(
+            {"versions": report["versions"], "timings_s": report["timings_s"]}))),
+    ]
+    body = "".join(f"<h2>{html.escape(t)}</h2>{c}" for t, c in sections if c)
     title = html.escape(f"edgeprune report — {target['name']}")
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>{title}</title><style>"
-        "body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}"
-        "table{border-collapse:collapse;margin-bottom:1em}"
-        "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}"
-        f".verdict{{color:{colour};font-weight:bold;font-size:1.2em}}"
+        "body{font-family:system-ui,sans-serif;margin:2em;max-width:75em;color:#1f2328}"
+        "table{border-collapse:collapse;margin-bottom:1em;font-size:.9em}"
+        "td,th{border:1px solid #d0d7de;padding:.3em .6em;text-align:left;vertical-align:top}"
+        "th{background:#f6f8fa}img{max-width:100%;display:block;margin:.5em 0}"
+        f".verdict{{color:{colour};font-weight:bold;font-size:1.3em;border-left:.3em solid "
+        f"{colour};padding-left:.5em}}"
         "</style></head><body>"
         f"<h1>{title}</h1><p class='verdict'>{html.escape(verdict(report))}</p>"
         f"<p>{html.escape(target.get('description', ''))}</p>{body}</body></html>"
@@ -182,11 +218,16 @@ def render_html(report: dict[str, Any]) -> str:
 
 
 def write(out_dir: Path, report: dict[str, Any]) -> list[Path]:
-    paths = [out_dir / "report.json", out_dir / "report.md", out_dir / "report.html"]
-    paths[0].write_text(json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    paths[1].write_text(render_md(report), encoding="utf-8")
-    paths[2].write_text(render_html(report), encoding="utf-8")
-    return paths
+    path = out_dir / "report.json"
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return [path, *_render(out_dir, report)]
+
+
+def _render(out_dir: Path, report: dict[str, Any]) -> list[Path]:
+    md, page = out_dir / "report.md", out_dir / "report.html"
+    md.write_text(render_md(report), encoding="utf-8")
+    page.write_text(render_html(report), encoding="utf-8")
+    return [md, page]
 
 
 def load(out_dir: Path) -> dict[str, Any]:
@@ -208,4 +249,10 @@ def load(out_dir: Path) -> dict[str, Any]:
 
 
 def rerender(out_dir: Path) -> list[Path]:
-    return write(out_dir, load(out_dir))
+    """Re-render report.md/.html from report.json (left untouched); refresh their manifest
+    hashes so the folder still verifies."""
+    from edgeprune.manifest import refresh_hashes
+
+    paths = _render(out_dir, load(out_dir))
+    refresh_hashes(out_dir, paths)
+    return paths
