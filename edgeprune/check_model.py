@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgeprune import data as data_mod
+from edgeprune import pipeline
 from edgeprune.errors import BadInputError
-from edgeprune.stages import check, measure
+from edgeprune.stages import check, measure, quantize
 from edgeprune.stages.check import CheckResult, Measurement
 from edgeprune.targets import load_target
 
@@ -20,6 +21,7 @@ class CheckOutcome:
     target: str
     measurements: list[Measurement]
     checks: list[CheckResult]
+    on_target: dict[str, Any] = field(default_factory=dict)  # device / emulation details
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -27,16 +29,21 @@ class CheckOutcome:
             "measurements": [m.to_dict() for m in self.measurements],
             "checks": [c.to_dict() for c in self.checks],
             "passed": check.passed(self.checks),
+            **self.on_target,
         }
 
 
-def check_tflite(path: Path, target_spec: str, data: Path | None) -> CheckOutcome:
+def check_tflite(
+    path: Path, target_spec: str, data: Path | None,
+    on_target: measure.OnTarget | None = None,
+) -> CheckOutcome:
     from edgeprune.estimate.tflite_graph import parse_tflite
     target = load_target(target_spec)
     if not path.is_file():
         raise BadInputError(str(path), "no such file", "Give the path to a .tflite model")
     blob = path.read_bytes()
     graph = parse_tflite(blob, name=str(path))  # BadInputError for anything not a .tflite
+    quantize.check_model_for_target(graph, target, str(path))  # float model, integer target
     shape = graph.tensors[graph.inputs[0]].shape
     measurements = [measure.flash(blob, target, path.name)]
     if data is not None:
@@ -44,9 +51,14 @@ def check_tflite(path: Path, target_spec: str, data: Path | None) -> CheckOutcom
         x = data_mod.check_against_model(labelled.x, shape, f"--data {data}")
         data_mod.check_labels(labelled, graph.tensors[graph.outputs[0]].shape[-1], "--data")
         measurements.append(measure.accuracy(blob, x, labelled.y, str(data)))
-        sample = x[0]
+        samples = x[:pipeline.SAMPLES_ON_TARGET]
     else:
-        sample = np.random.default_rng(0).random(shape[1:], dtype=np.float32)
-    measurements.append(measure.host_latency(blob, sample, target))
+        samples = np.random.default_rng(0).random((4, *shape[1:]), dtype=np.float32)
+    measurements.append(measure.host_latency(blob, samples[0], target))
+    measurements.extend(measure.estimates(blob, target).measurements)
+    details: dict[str, Any] = {}
+    if on_target is not None and on_target.wanted:
+        on_target_ms, details = measure.on_target(path, target, on_target, samples)
+        measurements[:0] = on_target_ms
     checks = check.run(measurements, target, baseline_accuracy=None)
-    return CheckOutcome(target.name, measurements, checks)
+    return CheckOutcome(target.name, measurements, checks, details)

@@ -99,28 +99,70 @@ def _path(exists: bool = True, dir_okay: bool = True, file_okay: bool = True) ->
     return click.Path(exists=exists, dir_okay=dir_okay, file_okay=file_okay, path_type=Path)
 
 
+def _on_target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--device/--emulate and the SSH options, shared by build and check."""
+    options = [
+        click.option("--device", help="Measure on a device: ssh://user@host[:port]."),
+        click.option("--known-hosts", type=Path,
+                     help="known_hosts file for --device (default ~/.ssh/known_hosts); "
+                     "unknown host keys are refused, never added."),
+        click.option("--identity", type=Path, help="SSH private key for --device "
+                     "(default: the SSH agent, then ~/.ssh/id_*)."),
+        click.option("--remote-python", default="python3", show_default=True,
+                     help="Python on the device that has ai-edge-litert and numpy."),
+        click.option("--emulate", is_flag=True, help="Run the model on aarch64 LiteRT under "
+                     "QEMU for Cortex-A targets (method qemu); provisions once into the cache."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _on_target(device: str | None, known_hosts: Path | None, identity: Path | None,
+               remote_python: str, emulate: bool) -> Any:
+    from edgeprune.stages.measure import OnTarget
+
+    return OnTarget(device=device, known_hosts=known_hosts, identity=identity,
+                    remote_python=remote_python, emulate=emulate)
+
+
 @main.command(context_settings=CONTEXT)
-@click.option("--target", "-t", "target_specs", multiple=True, required=True,
+@click.option("--target", "-t", "target_specs", multiple=True,
               help="Target profile name (see `edgeprune targets`) or path to a .toml; repeatable.")
 @click.option("--model", type=Path, help="Keras model: .keras, .h5 or SavedModel folder. "
               "Default: the bundled digits example.")
 @click.option("--data", type=Path, help="Labelled training data (.npz with x, y) for fine-tuning.")
 @click.option("--val", type=Path, help="Labelled held-out data for every accuracy figure "
-              "(default: a seeded 15 %% of --data, never trained on).")
+              "(default: a seeded 15 % of --data, never trained on).")
 @click.option("--calib", type=Path, help="Calibration samples (.npz/.npy or image folder); "
               "default: a sample of --data.")
 @click.option("--recipe", "recipe_file", type=Path, help="Recipe TOML (overrides target defaults).")
-@click.option("--prune", type=click.Choice(["none", "magnitude", "m-by-n", "structured", "hybrid"]),
-              help="Pruning method.")
+@click.option("--prune", type=click.Choice(["none", "magnitude", "m-by-n", "structured", "hybrid",
+                                            "auto"]),
+              help="Pruning method; auto: prune channels until the target's latency/RAM/flash "
+              "budgets are met (needs --data).")
+@click.option("--search-minutes", type=float,
+              help="Time budget of --prune auto's search, in minutes (default 10).")
 @click.option("--sparsity", type=float, help="Fraction removed, in [0, 1).")
 @click.option("--criterion", type=click.Choice(["l1", "l2", "bn", "apoz", "activation", "taylor"]),
               help="Channel importance criterion for structural pruning.")
-@click.option("--allocation", type=click.Choice(["uniform", "global"]),
-              help="Spread the channel ratio uniformly over groups, or rank channels globally.")
+@click.option("--allocation", type=click.Choice(["uniform", "global", "sensitivity"]),
+              help="Spread the channel ratio uniformly over groups, rank channels globally, or "
+              "measure each group's accuracy drop and spare fragile groups (needs --data).")
+@click.option("--l1", type=float, help="Network slimming: before channel selection, train with "
+              "λ·Σ|γ| of every batch norm (or of kernels, see --l1-on) added to the loss; "
+              "needs --data. Pair with --criterion bn. 0: off.")
+@click.option("--l1-on", type=click.Choice(["bn", "kernel"]),
+              help="What --l1 penalises: batch-norm scales γ (default) or conv/dense kernels.")
+@click.option("--l1-epochs", type=int, help="Epochs of the --l1 phase (default: --epochs).")
+@click.option("--after-prune", type=click.Choice(["finetune", "retrain"]),
+              help="After channel pruning, fine-tune the surviving weights (default) or "
+              "re-initialise the smaller architecture and train it from scratch for --epochs.")
 @click.option("--weight-sparsity", type=float,
               help="Hybrid pruning: fraction of the remaining weights zeroed by TF-MOT.")
 @click.option("--epochs", type=int, help="Fine-tuning epochs (0: none).")
-@click.option("--quantize", type=click.Choice(["int8", "float16", "dynamic", "qat", "none"]),
+@click.option("--quantize",
+              type=click.Choice(["int8", "int16x8", "float16", "dynamic", "qat", "none"]),
               help="Quantization mode.")
 @click.option("--seed", type=int, help="Random seed for splits, training and calibration.")
 @click.option("--keep", multiple=True, help="Layer never to prune; repeatable.")
@@ -130,25 +172,38 @@ def _path(exists: bool = True, dir_okay: bool = True, file_okay: bool = True) ->
               help="Allow model files whose layers run stored Python code (Lambda).")
 @click.option("--strict", is_flag=True, help="Exit 1 also when a budget could not be checked.")
 @click.option("--tensorboard", is_flag=True, help="Write fine-tuning logs to OUT/<target>/logs.")
+@click.option("--all-targets", is_flag=True, help="Every shipped target, or `[ci] targets` of "
+              "./edgeprune.toml; ends with a summary table.")
+@click.option("--junit", type=Path, help="Write a JUnit XML report (a case per target × check).")
+@_on_target_options
 @_handle_errors
 def build(target_specs: tuple[str, ...], model: Path | None, data: Path | None,
           val: Path | None, calib: Path | None, recipe_file: Path | None, out: Path,
-          trust_model: bool, strict: bool, tensorboard: bool, **overrides: Any) -> int:
+          trust_model: bool, strict: bool, tensorboard: bool, device: str | None,
+          known_hosts: Path | None, identity: Path | None, remote_python: str, emulate: bool,
+          all_targets: bool, junit: Path | None, **overrides: Any) -> int:
     """Prune, fine-tune, quantize and convert MODEL for each target, then check its budgets."""
-    from edgeprune.pipeline import BuildRequest
-    from edgeprune.pipeline import build as run_build
+    from edgeprune import ci_report
+
+    specs = ci_report.target_specs(target_specs, all_targets, Path.cwd())
+    if junit is not None:
+        ci_report.check_junit_path(junit)
+    from edgeprune.pipeline import BuildRequest  # TensorFlow: only once the input is valid
 
     request = BuildRequest(
         model=model, data=data, val=val, calib=calib, recipe_file=recipe_file,
         overrides=overrides, out=out, trust_model=trust_model, strict=strict,
         tensorboard=tensorboard,
+        on_target=_on_target(device, known_hosts, identity, remote_python, emulate),
     )
-    worst = 0
-    for spec in target_specs:
-        outcome = run_build(request, spec)
-        click.echo(_summary_line(outcome.report, outcome.folder))
-        worst = max(worst, outcome.exit_code)
-    return worst
+    runs = ci_report.build_targets(request, specs, lambda run: click.echo(
+        f"error: {run.error}" if run.error else _summary_line(run.report, run.folder),
+        err=run.error is not None))
+    if len(runs) > 1:
+        click.echo(ci_report.summary_table(runs))
+    if junit is not None:
+        click.echo(f"JUnit report: {ci_report.write_junit(junit, runs)}")
+    return ci_report.worst_exit_code(runs)
 
 
 def _summary_line(rep: dict[str, Any], folder: Path) -> str:
@@ -166,12 +221,16 @@ def _summary_line(rep: dict[str, Any], folder: Path) -> str:
 @click.option("--data", type=Path, help="Labelled data (.npz with x, y) to measure accuracy.")
 @click.option("--json", "as_json", is_flag=True, help="Print checks and measurements as JSON.")
 @click.option("--strict", is_flag=True, help="Exit 1 also when a budget could not be checked.")
+@_on_target_options
 @_handle_errors
-def check(model: Path, target_spec: str, data: Path | None, as_json: bool, strict: bool) -> int:
+def check(model: Path, target_spec: str, data: Path | None, as_json: bool, strict: bool,
+          device: str | None, known_hosts: Path | None, identity: Path | None,
+          remote_python: str, emulate: bool) -> int:
     """Check an existing .tflite MODEL against a target's budgets."""
     from edgeprune.check_model import check_tflite
 
-    result = check_tflite(model, target_spec, data)
+    result = check_tflite(model, target_spec, data,
+                          _on_target(device, known_hosts, identity, remote_python, emulate))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -189,6 +248,38 @@ def check(model: Path, target_spec: str, data: Path | None, as_json: bool, stric
 
 
 @main.command(context_settings=CONTEXT)
+@click.argument("model", type=Path)
+@click.option("--data", type=Path, help="Labelled samples (.npz with x, y) for --sensitivity.")
+@click.option("--calib", type=Path, help="Samples for activation criteria (default: --data).")
+@click.option("--sensitivity", "with_sensitivity", is_flag=True, help="Prune each channel group "
+              "alone at 25/50/75 % (no fine-tuning) and report the accuracy drop; needs --data.")
+@click.option("--criterion", default="l1", show_default=True,
+              type=click.Choice(["l1", "l2", "bn", "apoz", "activation", "taylor"]),
+              help="Channel importance used by --sensitivity.")
+@click.option("--keep", multiple=True, help="Layer never to prune; repeatable.")
+@click.option("--samples", type=int, default=500, show_default=True,
+              help="Seeded subset of --data used by --sensitivity.")
+@click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON.")
+@click.option("--out", type=Path, help="Also write the analysis as JSON to this file.")
+@click.option("--trust-model", is_flag=True,
+              help="Allow model files whose layers run stored Python code (Lambda).")
+@_handle_errors
+def analyze(model: Path, data: Path | None, calib: Path | None, with_sensitivity: bool,
+            criterion: str, keep: tuple[str, ...], samples: int, as_json: bool,
+            out: Path | None, trust_model: bool) -> None:
+    """Per-layer parameters, MACs and channels of MODEL, its channel groups and, with
+    --sensitivity, how much accuracy each group loses when pruned."""
+    from edgeprune import analyze as analysis
+
+    result = analysis.analyze_file(
+        model, data_path=data, calib_path=calib, with_sensitivity=with_sensitivity,
+        criterion=criterion, keep=keep, samples=samples, trust_model=trust_model)
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else analysis.render(result))
+    if out is not None:
+        click.echo(f"analysis written to {analysis.write_json(result, out)}", err=True)
+
+
+@main.command(context_settings=CONTEXT)
 @click.argument("folder", type=_path(file_okay=False))
 @_handle_errors
 def report(folder: Path) -> None:
@@ -197,3 +288,12 @@ def report(folder: Path) -> None:
 
     for path in rerender(folder):
         click.echo(str(path))
+
+
+def _register_extra_commands() -> None:
+    from edgeprune.flash_cli import flash
+
+    main.add_command(flash)
+
+
+_register_extra_commands()

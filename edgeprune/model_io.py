@@ -117,6 +117,14 @@ def load_model(path: Path, trust_model: bool = False) -> Any:
             "Keras metadata?)",
             "Export it from Keras with model.save('model.keras')",
         )
+    from edgeprune.pruning.ir import SUBCLASSED_FIX, is_graph_model
+
+    if not is_graph_model(model):  # a subclassed model: no inputs, no layer graph to prune
+        raise ModelLoadError(
+            what,
+            f"is a subclassed model ({type(model).__name__}), so its layer graph cannot be read",
+            SUBCLASSED_FIX[0].upper() + SUBCLASSED_FIX[1:] + ", then save it as .keras",
+        )
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ModelLoadError(
             what,

@@ -21,16 +21,27 @@ from typing import Any
 import numpy as np
 
 from edgeprune import data as data_mod
-from edgeprune import model_io
-from edgeprune.errors import BadInputError, DataError, RecipeError
+from edgeprune import fidelity, model_io
+from edgeprune.errors import BadInputError, DataError
 from edgeprune.manifest import write_manifest
 from edgeprune.recipe import Recipe, resolve_recipe
 from edgeprune.resources import example_inputs
-from edgeprune.stages import check, convert, finetune, measure, prune, report
+from edgeprune.stages import (
+    artifacts,
+    check,
+    convert,
+    finetune,
+    measure,
+    prune,
+    qat,
+    quantize,
+    report,
+)
 from edgeprune.stages.check import Measurement
 from edgeprune.targets import TargetProfile, load_target
 
 log = logging.getLogger(__name__)
+SAMPLES_ON_TARGET = 24  # samples whose outputs are compared on a device / under QEMU
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,7 @@ class BuildRequest:
     trust_model: bool = False
     strict: bool = False
     tensorboard: bool = False
+    on_target: measure.OnTarget = field(default_factory=measure.OnTarget)
 
 
 @dataclass(frozen=True)
@@ -106,12 +118,13 @@ def load_inputs(req: BuildRequest, model: Any, recipe: Recipe) -> data_mod.Input
         calib = train.x
     if calib is not None:
         calib = data_mod.calibration_sample(calib, recipe.calib_samples, recipe.seed)
-    if recipe.quantize == "int8" and calib is None:
+    if recipe.quantize in quantize.CALIBRATED_MODES and calib is None:
         raise DataError(
-            "--quantize int8",
+            f"--quantize {recipe.quantize}",
             "needs calibration samples and neither --calib nor --data was given",
             "Pass --calib SAMPLES (.npz/.npy/image folder) or --data TRAIN.npz",
         )
+    qat.check_inputs(recipe, train)
     return data_mod.Inputs(train=train, val=val, calib=calib, val_is_holdout=holdout)
 
 
@@ -186,22 +199,26 @@ def _flat_layers(model: Any) -> list[Any]:
 
 
 def _measure(
-    tflite: bytes, inputs: data_mod.Inputs, target: TargetProfile,
-    input_shape: tuple[int | None, ...],
-) -> list[Measurement]:
+    tflite: bytes, inputs: data_mod.Inputs, target: TargetProfile, samples: np.ndarray
+) -> tuple[list[Measurement], dict[str, Any]]:
+    """Size, accuracy, host latency and the target's estimates (with their per-op detail)."""
     ms = [measure.flash(tflite, target, "model.tflite")]
     if inputs.val is not None:
         ms.append(measure.accuracy(tflite, inputs.val.x, inputs.val.y, inputs.val.source))
-    ms.append(measure.host_latency(tflite, _one_sample(inputs, input_shape), target))
-    return ms
+    ms.append(measure.host_latency(tflite, samples[0], target))
+    estimate = measure.estimates(tflite, target)
+    ms.extend(estimate.measurements)
+    return ms, estimate.to_dict()
 
 
-def _one_sample(inputs: data_mod.Inputs, input_shape: tuple[int | None, ...]) -> np.ndarray:
-    """A sample to time with: calibration or held-out data, else seeded noise of the right shape."""
-    for x in (inputs.calib, inputs.val.x if inputs.val else None):
+def _samples(inputs: data_mod.Inputs, input_shape: tuple[int | None, ...]) -> np.ndarray:
+    """Samples to run on devices and emulators: held-out or calibration data, else seeded noise
+    of the model's input shape."""
+    for x in (inputs.val.x if inputs.val else None, inputs.calib):
         if x is not None:
-            return x[0]
-    return np.random.default_rng(0).random([d or 1 for d in input_shape[1:]], dtype=np.float32)
+            return x[:SAMPLES_ON_TARGET]
+    shape = [d or 1 for d in input_shape[1:]]
+    return np.random.default_rng(0).random((4, *shape), dtype=np.float32)
 
 
 def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
@@ -210,9 +227,7 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
     req = _with_example_defaults(req)
     target = load_target(target_spec)
     recipe = resolve_recipe(target.build, target.source, req.recipe_file, req.overrides)
-    if recipe.quantize == "qat":
-        raise RecipeError("--quantize qat", "is not available in this version",
-                          "Use --quantize int8 (post-training) for now")
+    quantize.check_target(recipe.quantize, target)
     _check_out(req.out)
     with timer.stage("load"):
         model = model_io.load_model(req.model, trust_model=req.trust_model)
@@ -222,6 +237,7 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
     created_out = not req.out.exists()
     req.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=req.out))
+    work.chmod(0o755)  # mkdtemp's 0700 would make the finished folder private
     try:
         with timer.stage("baseline"):
             base_tflite = convert.to_tflite(model, "none", None, target)
@@ -237,11 +253,27 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
             log_dir = work / "logs" if req.tensorboard else None
             tuned = finetune.run(pruned, inputs, recipe, log_dir)
             final_model = pruned.strip(tuned)
+        qat_model = None
+        if recipe.quantize == "qat":
+            with timer.stage("qat"):
+                wrapped = qat.prepare(final_model, recipe)
+                qat_model = finetune.run(wrapped, inputs, recipe, log_dir)
+                final_model = wrapped.strip(qat_model)
+                pruned.notes.extend(wrapped.notes)
         with timer.stage("convert"):
-            tflite = convert.to_tflite(final_model, recipe.quantize, inputs.calib, target)
+            tflite = convert.to_tflite(final_model if qat_model is None else qat_model,
+                                       recipe.quantize, inputs.calib, target)
             (work / "model.tflite").write_bytes(tflite)
+        with timer.stage("artifacts"):
+            device = artifacts.run(work / "model.tflite", work, target, inputs)
         with timer.stage("evaluate"):
-            measurements = _measure(tflite, inputs, target, tuple(model.input_shape))
+            samples = _samples(inputs, tuple(model.input_shape))
+            measurements, estimate = _measure(tflite, inputs, target, samples)
+            on_target_ms, on_target = measure.on_target(
+                work / "model.tflite", target, req.on_target, samples)
+            # First: device/emulator figures, and a device artifact (e.g. model_vela.tflite)
+            # outranks model.tflite's size.
+            measurements[:0] = [*on_target_ms, *device.measurements]
             accuracy = next((m.value for m in measurements if m.quantity == "accuracy"), None)
             result = {
                 "accuracy": accuracy, "params": int(final_model.count_params()),
@@ -249,11 +281,20 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
                 "tflite_bytes": len(tflite),
                 "gzip_bytes": gzip_size(tflite),
             }
+        with timer.stage("fidelity"):
+            quant = quantize.sparsity_report(result["sparsity"], tflite, recipe.quantize)
+            result["sparsity_tflite"] = quant["sparsity_tflite"]
+            fid = None if inputs.val is None else fidelity.evaluate(
+                tflite, final_model, inputs.val.x, mode=recipe.quantize, calib=inputs.calib,
+                target=target)
         with timer.stage("check"):
             checks = check.run(measurements, target, base_acc)
         with timer.stage("report"):
             rep = _report(target, recipe, baseline, result, measurements, checks,
                           _layer_rows(model, final_model), timer.timings, pruned.notes, inputs)
+            rep.update(quantization=quant, fidelity=fid, artifacts=device.report,
+                       estimate=estimate, **on_target)
+            rep["pruning_groups"] = pruned.groups
             report.write(work, rep)
             write_manifest(work, target, recipe, req)
         final = req.out / target.name

@@ -14,10 +14,12 @@ from typing import Any
 
 from edgeprune.errors import RecipeError
 
-PRUNE_MODES = ("none", "magnitude", "m-by-n", "structured", "hybrid")
+PRUNE_MODES = ("none", "magnitude", "m-by-n", "structured", "hybrid", "auto")
 CRITERIA = ("l1", "l2", "bn", "apoz", "activation", "taylor")
-QUANTIZE_MODES = ("int8", "float16", "dynamic", "qat", "none")
-ALLOCATIONS = ("uniform", "global")
+QUANTIZE_MODES = ("int8", "int16x8", "float16", "dynamic", "qat", "none")
+ALLOCATIONS = ("uniform", "global", "sensitivity")
+L1_TARGETS = ("bn", "kernel")  # what --l1 penalises: batch-norm scales or conv/dense kernels
+AFTER_PRUNE = ("finetune", "retrain")
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,10 @@ class Recipe:
     sparsity: float = 0.5  # fraction removed (weights for magnitude, channels for structured)
     criterion: str = "l1"
     allocation: str = "uniform"  # how the channel ratio is spread over groups
+    l1: float = 0.0  # λ of the L1 sparsity phase before channel selection (0: none)
+    l1_on: str = "bn"
+    l1_epochs: int = 0  # epochs of the L1 phase; 0: as many as `epochs`
+    after_prune: str = "finetune"  # or "retrain": re-initialise the pruned architecture
     weight_sparsity: float = 0.5  # hybrid: magnitude-pruned fraction of the remaining weights
     quantize: str = "int8"
     epochs: int = 0
@@ -34,12 +40,19 @@ class Recipe:
     seed: int = 0
     keep: tuple[str, ...] = ()  # layers never pruned
     calib_samples: int = 200  # representative-dataset size for int8 calibration
+    search_minutes: float = 10.0  # --prune auto: time budget of the budget-driven search
 
     def __post_init__(self) -> None:
         _check_choice("prune", self.prune, PRUNE_MODES)
         _check_choice("criterion", self.criterion, CRITERIA)
         _check_choice("quantize", self.quantize, QUANTIZE_MODES)
         _check_choice("allocation", self.allocation, ALLOCATIONS)
+        _check_choice("l1-on", self.l1_on, L1_TARGETS)
+        _check_choice("after-prune", self.after_prune, AFTER_PRUNE)
+        if not 0.0 <= self.l1 < float("inf"):  # also refuses NaN
+            raise RecipeError(
+                f"--l1 {self.l1}", "must be ≥ 0 (the L1 penalty weight λ)", "Use e.g. 1e-4"
+            )
         for name in ("sparsity", "weight_sparsity"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -48,7 +61,8 @@ class Recipe:
                     "must be in [0, 1) (the fraction removed)",
                     "Use e.g. 0.5",
                 )
-        for name, low in (("epochs", 0), ("seed", 0), ("batch_size", 1), ("calib_samples", 1)):
+        for name, low in (("epochs", 0), ("l1_epochs", 0), ("seed", 0), ("batch_size", 1),
+                          ("calib_samples", 1)):
             value = getattr(self, name)
             if value < low:
                 raise RecipeError(
@@ -56,10 +70,22 @@ class Recipe:
                     f"must be ≥ {low}",
                     f"Give a whole number ≥ {low}",
                 )
+        if not 0 < self.search_minutes < float("inf"):
+            raise RecipeError(
+                f"--search-minutes {self.search_minutes}", "must be > 0", "Use e.g. 10"
+            )
         if not self.learning_rate > 0:
             raise RecipeError(
                 f"--learning-rate {self.learning_rate}", "must be > 0", "Use e.g. 1e-3"
             )
+        channel_only = {"--l1": self.l1 > 0, "--after-prune retrain": self.after_prune == "retrain"}
+        for option, used in channel_only.items():
+            if used and self.prune not in ("structured", "hybrid"):
+                raise RecipeError(
+                    f"{option} with --prune {self.prune}",
+                    "applies to channel pruning only",
+                    "Add --prune structured (or hybrid), or drop the option",
+                )
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

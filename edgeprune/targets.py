@@ -19,6 +19,18 @@ from edgeprune.resources import bundled_dir
 
 HARDWARE_KINDS = ("host", "cortex-a", "cortex-m", "edgetpu", "ethos-u")
 ENGINES = ("litert-xnnpack", "tflm-cmsis-nn", "tflm-reference", "edgetpu", "vela")
+# Op classes with a MACs-per-cycle figure in [estimator.macs_per_cycle.<engine>], keyed
+# "<class>_<dtype>" (see edgeprune/estimate/opclass.py for which ops fall in each class).
+# A latency model needs every core class; a refinement, when a profile gives it, prices its
+# ops instead of its parent class (e.g. int8 HARD_SWISH is far slower than other activations
+# under XNNPACK). "movement" ops are priced by bytes alone unless a figure is given.
+OP_CLASSES = ("conv", "depthwise", "fc", "elementwise", "activation", "pool", "convert")
+OP_REFINEMENTS = {
+    "mul": "elementwise", "sigmoid": "activation", "hardswish": "activation",
+    "softmax": "activation", "avgpool": "pool", "reduce": "pool", "pad": "movement",
+    "movement": None,
+}  # fmt: skip
+OP_DTYPES = ("int8", "float32")
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,99 @@ class Budgets:
 
 
 @dataclass(frozen=True)
+class Estimator:
+    """Parameters of the target's latency/RAM model (``edgeprune/estimate``); each optional here,
+    but the model for the profile's hardware kind needs its own (see ``required_keys``)."""
+
+    # engine -> "<class>_<dtype>" -> sustained MACs per clock cycle of one core
+    macs_per_cycle: dict[str, dict[str, float]] = field(default_factory=dict)
+    # dtype -> fixed cost per output element of conv/depthwise/FC, in MACs (the GEMM
+    # epilogue: bias, requantisation, clamp, store); makes short reductions (a 3-channel stem
+    # conv, a 3×3 depthwise) cost what they do
+    output_cost_macs: dict[str, float] = field(default_factory=dict)
+    # dtype -> multiple each kernel tap's input channels are padded to (XNNPACK's IGEMM reads
+    # a tap's channels a tile at a time: with a tile of 8 a 3-channel stem does the work of 8)
+    conv_channel_tile: dict[str, float] = field(default_factory=dict)
+    mem_gbps: float | None = None  # bytes moved per op / this = its memory-bound time
+    # Weights are read once per inference: when a model's weights exceed the last-level cache
+    # (cache_kb), the share that does not fit streams from DRAM at dram_gbps instead.
+    dram_gbps: float | None = None
+    cache_kb: float | None = None
+    op_overhead_us: float | None = None  # per op on a Cortex-A (and the Edge TPU's host)
+    gemm_overhead_us: float | None = None  # extra per conv/depthwise/FC op (operator setup)
+    invoke_overhead_us: float | None = None  # per inference, fixed
+    thread_speedup: tuple[float, ...] = ()  # whole-model speedup at 1, 2, … threads
+    runtime_rss_kb: float | None = None  # resident memory of the runtime with no model loaded
+    op_overhead_cycles: float | None = None  # per op on a Cortex-M (TFLM dispatch)
+    tpu_gmacs: float | None = None  # effective Edge TPU rate, 1e9 MACs/s
+    tpu_op_overhead_us: float | None = None  # per op mapped to the Edge TPU
+    usb_mbps: float | None = None  # host link, MB/s: I/O tensors and streamed parameters
+    param_cache_mib: float | None = None  # Edge TPU on-chip parameter cache usable by a model
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in (*_PER_DTYPE, "macs_per_cycle", "thread_speedup") or value is None:
+                continue
+            (_positive if f.name in _RATES else _at_least)(f"estimator.{f.name}", value, 0)
+        if not isinstance(self.thread_speedup, tuple | list):
+            raise _Invalid(f"estimator.thread_speedup = {self.thread_speedup!r} must be a list")
+        object.__setattr__(self, "thread_speedup", tuple(self.thread_speedup))
+        for i, v in enumerate(self.thread_speedup):
+            _positive(f"estimator.thread_speedup[{i}]", v)
+        for name, low in _PER_DTYPE.items():
+            table = getattr(self, name)
+            if not isinstance(table, dict):
+                raise _Invalid(f"estimator.{name} must be a table of dtypes")
+            for key, v in table.items():
+                _choice(f"estimator.{name} key", key, OP_DTYPES)
+                _at_least(f"estimator.{name}.{key}", v, low)
+        if not isinstance(self.macs_per_cycle, dict):
+            raise _Invalid("estimator.macs_per_cycle must be a table of engines")
+        allowed = [f"{c}_{d}" for c in (*OP_CLASSES, *OP_REFINEMENTS) for d in OP_DTYPES]
+        for engine, table in self.macs_per_cycle.items():
+            _choice("estimator.macs_per_cycle engine", engine, ENGINES)
+            if not isinstance(table, dict):
+                raise _Invalid(f"estimator.macs_per_cycle.{engine} must be a table")
+            for key, v in table.items():
+                _choice(f"estimator.macs_per_cycle.{engine} key", key, tuple(allowed))
+                _positive(f"estimator.macs_per_cycle.{engine}.{key}", v)
+
+    def required_keys(self, kind: str, engine: str) -> list[str]:
+        """Keys the latency/RAM model of ``kind``/``engine`` needs (dotted, as in the TOML)."""
+        cpu = "litert-xnnpack"
+        if kind == "cortex-a":
+            return [*_table_keys(cpu, OP_DTYPES), "mem_gbps", "dram_gbps", "cache_kb",
+                    "op_overhead_us", "invoke_overhead_us", "thread_speedup", "runtime_rss_kb"]
+        if kind == "cortex-m":  # float32 figures are optional: float ops are then flagged
+            return [*_table_keys(engine, ("int8",)), "op_overhead_cycles"]
+        if kind == "edgetpu":
+            return ["tpu_gmacs", "tpu_op_overhead_us", "invoke_overhead_us", "usb_mbps",
+                    "param_cache_mib", *_table_keys(cpu, OP_DTYPES), "mem_gbps", "dram_gbps",
+                    "cache_kb", "op_overhead_us", "thread_speedup"]
+        return []  # host: measured; ethos-u: Vela
+
+    def missing(self, kind: str, engine: str) -> list[str]:
+        out = []
+        for key in self.required_keys(kind, engine):
+            if key.startswith("macs_per_cycle."):
+                _, eng, cls = key.split(".")
+                if cls not in self.macs_per_cycle.get(eng, {}):
+                    out.append(key)
+            elif getattr(self, key) in (None, ()):
+                out.append(key)
+        return out
+
+
+_PER_DTYPE = {"output_cost_macs": 0, "conv_channel_tile": 1}  # dtype tables, their minimum
+_RATES = frozenset({"mem_gbps", "dram_gbps", "tpu_gmacs", "usb_mbps"})  # divisors: must be > 0
+
+
+def _table_keys(engine: str, dtypes: tuple[str, ...]) -> list[str]:
+    return [f"macs_per_cycle.{engine}.{c}_{d}" for c in OP_CLASSES for d in dtypes]
+
+
+@dataclass(frozen=True)
 class TargetProfile:
     name: str
     description: str
@@ -77,13 +182,15 @@ class TargetProfile:
     budgets: Budgets
     build: dict[str, Any] = field(default_factory=dict)  # recipe defaults, validated by Recipe
     source: str = ""
+    # None: the profile has no [estimator]; its latency/RAM are then not estimated.
+    estimator: Estimator | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 _SECTIONS: dict[str, type] = {"hardware": Hardware, "runtime": Runtime, "budgets": Budgets}
-_TOP_KEYS = {"name", "description", "inherit", "build", *_SECTIONS}
+_TOP_KEYS = {"name", "description", "inherit", "build", "estimator", *_SECTIONS}
 
 
 class _Invalid(ValueError):
@@ -93,6 +200,12 @@ class _Invalid(ValueError):
 def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise _Invalid(f"{key} = {value!r} is not one of {', '.join(allowed)}")
+
+
+def _positive(key: str, value: Any, _low: float = 0) -> None:
+    _at_least(key, value, 0)
+    if value == 0:
+        raise _Invalid(f"{key} = {value!r} must be > 0")
 
 
 def _at_least(key: str, value: Any, low: float) -> None:
@@ -176,7 +289,7 @@ def _raw_profile(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
 
 
 def _section(path: Path, raw: dict[str, Any], key: str) -> Any:
-    cls = _SECTIONS[key]
+    cls = _SECTIONS.get(key, Estimator)
     values = raw.get(key, {})
     if not isinstance(values, dict):
         raise TargetError(str(path), f"[{key}] must be a table", "See targets/host.toml")
@@ -200,8 +313,20 @@ def load_target(spec: str) -> TargetProfile:
     raw = _raw_profile(path, ())
     try:
         hardware, runtime, budgets = (_section(path, raw, k) for k in _SECTIONS)
+        estimator = _section(path, raw, "estimator") if "estimator" in raw else None
     except _Invalid as exc:
         raise TargetError(str(path), str(exc), "Fix the value") from exc
+    if estimator is not None:
+        missing = estimator.missing(hardware.kind, runtime.engine)
+        if missing:
+            raise TargetError(
+                str(path),
+                f"estimator.{missing[0]} is missing; the {hardware.kind} latency/RAM model "
+                f"({runtime.engine}) needs it" + (f" (and {len(missing) - 1} more)"
+                                                  if len(missing) > 1 else ""),
+                "Add it to [estimator] (targets/rpi4.toml and targets/cortex-m4.toml document "
+                "every parameter), or remove the [estimator] section to skip estimates",
+            )
     build = raw.get("build", {})
     if not isinstance(build, dict):
         raise TargetError(str(path), "[build] must be a table", "See targets/host.toml")
@@ -216,6 +341,7 @@ def load_target(spec: str) -> TargetProfile:
         budgets=budgets,
         build=build,
         source=str(path),
+        estimator=estimator,
     )
 
 

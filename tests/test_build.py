@@ -59,14 +59,35 @@ def test_int8_build_writes_a_complete_folder(tiny_files, tmp_path):
 
 def test_non_host_target_never_uses_a_host_latency(tiny_files, tmp_path):
     r = _build(tiny_files, tmp_path / "o", "--prune", "none", "--epochs", "0", target="rpi4")
-    assert r.exit_code == 0, r.output
+    assert r.exit_code in (0, 1), r.output
     rep = json.loads((tmp_path / "o" / "rpi4" / "report.json").read_text())
+    latency = next(c for c in rep["checks"] if c["name"] == "latency")
+    assert latency["method"] == "estimate" and latency["passed"] is not None
+    host = next(m for m in rep["measurements"] if m["quantity"] == "latency_ms"
+                and m["method"] == "host")
+    estimate = next(m for m in rep["measurements"] if m["quantity"] == "latency_ms"
+                    and m["method"] == "estimate")
+    assert host["where"] == "host" and estimate["where"] == "rpi4"
+    assert latency["value"] == estimate["value"]
+    ram = next(c for c in rep["checks"] if c["name"] == "ram")
+    assert ram["method"] == "estimate" and ram["passed"] is not None
+
+
+def test_a_profile_without_an_estimator_leaves_latency_unchecked(tiny_files, tmp_path):
+    profile = tmp_path / "bare.toml"
+    profile.write_text('[hardware]\nkind = "cortex-a"\nclock_mhz = 1500\n'
+                       '[runtime]\nengine = "litert-xnnpack"\n[budgets]\nlatency_ms = 5\n'
+                       '[build]\nquantize = "int8"\n')
+    r = _build(tiny_files, tmp_path / "o", "--prune", "none", "--epochs", "0",
+               target=str(profile))
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "o" / "bare" / "report.json").read_text())
     latency = next(c for c in rep["checks"] if c["name"] == "latency")
     assert latency["passed"] is None and latency["value"] is None
     assert "host figure is not the target's" in latency["rule"]
     assert rep["passed"] is False  # unchecked is not passed
     strict = _build(tiny_files, tmp_path / "s", "--prune", "none", "--epochs", "0", "--strict",
-                    target="rpi4")
+                    target=str(profile))
     assert strict.exit_code == 1
 
 

@@ -63,6 +63,7 @@ class ChannelGroup:
     roots: np.ndarray  # union-find class per group channel
     prunable: np.ndarray  # bool per group channel
     layers: list[str]  # producers whose output channels are this group
+    frozen_by: list[str] = field(default_factory=list)  # why channels are not prunable
 
     @property
     def size(self) -> int:
@@ -78,6 +79,7 @@ class ChannelGroup:
             "layers": list(self.layers),
             "channels": self.size,
             "prunable": self.n_prunable,
+            "frozen_by": list(self.frozen_by),
         }
 
 
@@ -93,6 +95,7 @@ class ChannelGraph:
     groups: list[ChannelGroup] = field(default_factory=list)
     _parent: list[int] = field(default_factory=list)
     _frozen: list[bool] = field(default_factory=list)
+    _why: dict[int, set[str]] = field(default_factory=dict)  # root -> why it is frozen
     _spaces: dict[str, np.ndarray] = field(default_factory=dict)  # producer -> its atoms
     _first_call: dict[str, Op] = field(default_factory=dict)
     _mismatch: bool = False
@@ -101,10 +104,12 @@ class ChannelGraph:
     root_pos: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     # --- atoms and union-find -------------------------------------------------------------
-    def new_atoms(self, n: int, frozen: bool = False) -> np.ndarray:
+    def new_atoms(self, n: int, frozen: bool = False, why: str = "") -> np.ndarray:
         start = len(self._parent)
         self._parent.extend(range(start, start + n))
         self._frozen.extend([frozen] * n)
+        if frozen and why:
+            self._why.update({a: {why} for a in range(start, start + n)})
         return np.arange(start, start + n, dtype=np.int64)
 
     def find(self, a: int) -> int:
@@ -121,12 +126,18 @@ class ChannelGraph:
             if ra != rb:
                 self._parent[rb] = ra
                 self._frozen[ra] = self._frozen[ra] or self._frozen[rb]
+                if rb in self._why:
+                    self._why.setdefault(ra, set()).update(self._why.pop(rb))
 
-    def freeze(self, atoms: np.ndarray | None) -> None:
+    def freeze(self, atoms: np.ndarray | None, why: str = "") -> None:
+        """Mark channels unprunable; ``why`` is shown by ``analyze`` and in the report."""
         if atoms is None:
             return
         for a in atoms.tolist():
-            self._frozen[self.find(a)] = True
+            root = self.find(a)
+            self._frozen[root] = True
+            if why:
+                self._why.setdefault(root, set()).add(why)
 
     def get(self, key: str) -> np.ndarray | None:
         return self.atoms.get(key)
@@ -137,7 +148,7 @@ class ChannelGraph:
             # A rule produced a mapping that disagrees with the static shape: do not trust it
             # (run() turns the op into a boundary).
             self._mismatch = True
-            atoms = self.new_atoms(n, frozen=True) if n else None
+            atoms = self.new_atoms(n, frozen=True, why="shape mismatch") if n else None
         self.atoms[key] = atoms
 
     # --- helpers for handlers -------------------------------------------------------------
@@ -161,13 +172,16 @@ class ChannelGraph:
         if kind:
             self.member(kind, op, op.outputs[0])
 
-    def boundary(self, op: Op, reason: str | None = None, warn: bool = False) -> None:
+    def boundary(
+        self, op: Op, reason: str | None = None, warn: bool = False, why: str | None = None
+    ) -> None:
         """Freeze the layer's input channels and give it frozen output channels."""
+        why = why or f"boundary layer '{op.name}' ({op.type})"
         for key in op.inputs:
-            self.freeze(self.get(key))
+            self.freeze(self.get(key), why)
         for key in op.outputs:
             n = self.flat.channels(key)
-            self.set(key, self.new_atoms(n, frozen=True) if n else None)
+            self.set(key, self.new_atoms(n, frozen=True, why=why) if n else None)
         if op.name not in self.boundaries:
             self.boundaries.append(op.name)
             if reason:
@@ -184,11 +198,12 @@ class ChannelGraph:
     def run(self) -> ChannelGraph:
         for spec in self.flat.inputs:
             n = self.flat.channels(spec.key)
-            self.set(spec.key, self.new_atoms(n, frozen=True) if n else None)
+            self.set(spec.key, self.new_atoms(n, frozen=True, why="model input") if n else None)
         for op in self.flat.ops:
             self._couple_shared_inputs(op)
-            if self._is_kept(op):
-                self.boundary(op)
+            kept = self._kept_by(op)
+            if kept:
+                self.boundary(op, why=f"--keep {kept}")
                 continue
             handler = _handler_for(op)
             if handler is None:
@@ -199,12 +214,14 @@ class ChannelGraph:
             if self._mismatch:
                 self.boundary(op, "its channel mapping does not match its shapes", warn=True)
         for key in self.flat.outputs:  # the model's outputs keep their meaning
-            self.freeze(self.get(key))
+            self.freeze(self.get(key), "model output")
         self._make_groups()
         return self
 
-    def _is_kept(self, op: Op) -> bool:
-        return bool(self.keep & {op.name, op.layer.name, *op.scopes})
+    def _kept_by(self, op: Op) -> str | None:
+        """The ``--keep`` name that covers ``op`` (itself or a nested model around it)."""
+        hits = self.keep & {op.name, op.layer.name, *op.scopes}
+        return min(hits) if hits else None
 
     def _couple_shared_inputs(self, op: Op) -> None:
         # A shared layer has one set of weights, so every call must keep the same channels.
@@ -216,8 +233,9 @@ class ChannelGraph:
             if a0 is not None and a1 is not None and len(a0) == len(a1):
                 self.unify(a0, a1)
             else:
-                self.freeze(a0)
-                self.freeze(a1)
+                why = f"shared layer '{op.name}' called on inputs of different widths"
+                self.freeze(a0, why)
+                self.freeze(a1, why)
 
     def unknown(self, op: Op) -> None:
         """A layer without a rule: a boundary with a warning, or an error."""
@@ -265,7 +283,8 @@ class ChannelGraph:
                         self.root_pos[r] = len(roots)
                         roots.append(r)
             arr = np.array(roots, dtype=np.int64)
-            self.groups.append(ChannelGroup(gid, arr, ~frozen[arr], names))
+            why = sorted({w for r in arr[frozen[arr]].tolist() for w in self._why.get(r, ())})
+            self.groups.append(ChannelGroup(gid, arr, ~frozen[arr], names, why))
 
     # --- queries ----------------------------------------------------------------------------
     def prunable_groups(self) -> list[ChannelGroup]:
@@ -289,8 +308,9 @@ class ChannelGraph:
 
 def _handler_for(op: Op) -> Handler | None:
     cls = type(op.layer)
-    # Only Keras' own classes: a user class that happens to be called "Dense" is unknown.
-    if not cls.__module__.startswith(("tf_keras.", "keras.")):
+    # Only Keras' own classes: a user class that happens to be called "Dense" is unknown, and so
+    # is a custom layer revived from a SavedModel (Keras names it after the user's class).
+    if not cls.__module__.startswith(("tf_keras.", "keras.")) or ".saving." in cls.__module__:
         return None
     return HANDLERS.get(cls.__name__)
 

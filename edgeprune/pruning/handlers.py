@@ -61,7 +61,7 @@ def producer(g: ChannelGraph, op: Op) -> None:
     out = g.layer_space(op, n)
     act = _activation_name(layer)
     if act in NONLINEAR_SOFTMAX:
-        g.freeze(out)
+        g.freeze(out, f"softmax activation of '{op.name}' mixes its channels")
     g.set(op.outputs[0], out)
     g.member("producer", op, op.outputs[0])
     g.member("out" if act == "linear" else "act", op, op.outputs[0])

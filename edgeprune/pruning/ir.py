@@ -73,6 +73,13 @@ class FlatModel:
         return shape[-1] if shape else None
 
 
+SUBCLASSED_FIX = (
+    "rebuild it with the functional API — x = keras.Input(shape); y = layers...(x); "
+    "keras.Model(inputs=x, outputs=y) — or a keras.Sequential with an Input, "
+    "and load the trained weights into it"
+)
+
+
 def is_graph_model(layer: Any) -> bool:
     """True for functional and Sequential models (those with a static graph to walk)."""
     keras = _keras()
@@ -105,9 +112,7 @@ def flatten_model(model: Any) -> FlatModel:
         raise BadInputError(
             f"model '{model.name}' ({type(model).__name__})",
             "it is a subclassed model, so its layer graph cannot be read",
-            "rebuild it with the functional API — x = keras.Input(shape); y = layers...(x); "
-            "keras.Model(inputs=x, outputs=y) — or a keras.Sequential with an Input, "
-            "and load the trained weights into it",
+            SUBCLASSED_FIX,
         )
     walker = _Walker(model)
     return walker.run()

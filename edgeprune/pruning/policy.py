@@ -4,14 +4,17 @@
 from every group; ``global`` ranks all channels by their group-normalised score and removes the
 lowest fraction overall (sensitive groups keep more). Kept counts are then rounded to
 ``channel_multiple`` (SIMD/NPU-friendly widths), never above the original count nor below
-``min_channels``; a clamp is reported as a note.
+``min_channels``; a clamp is reported as a note. ``allocate_by_sensitivity`` turns measured
+accuracy drops (``structured.sensitivity``) into per-group ratios for ``plan``.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -123,3 +126,58 @@ def plan(
         order = candidates[np.argsort(s[candidates], kind="stable")]
         result.removed[g.id] = np.sort(order[:n_remove])
     return result
+
+
+def allocate_by_sensitivity(
+    rows: Sequence[Mapping[str, Any]], sparsity: float
+) -> dict[int, float]:
+    """Per-group ratios from ``sensitivity()`` rows: fragile groups give up fewer channels.
+
+    Each group's accuracy drop is a curve through (0, 0) and its measured (ratio, drop) points,
+    linear in between (made non-decreasing: a negative drop is measurement noise). Greedily take
+    the next step of any group with the smallest drop per channel removed (ties: the group that
+    is pruned least so far, then the lowest id) until the channel-weighted mean ratio reaches
+    ``sparsity``. Past the last measured ratio the curve is extended with its last slope, up to
+    (1 + sparsity) / 2, so a target above it is still reachable.
+    """
+    curves: dict[int, list[tuple[float, float]]] = {}
+    weight: dict[int, int] = {}
+    for r in rows:
+        gid = int(r["group"])
+        curves.setdefault(gid, []).append((float(r["ratio"]), max(0.0, float(r["drop"]))))
+        weight[gid] = int(r.get("prunable", r["channels"]))
+    segments = {gid: _segments(pts, sparsity) for gid, pts in curves.items()}
+    ratio = dict.fromkeys(curves, 0.0)
+    step = dict.fromkeys(curves, 0)
+    left = sparsity * sum(weight.values())
+    while left > 1e-9:
+        options = []
+        for gid, segs in segments.items():
+            if step[gid] < len(segs) and weight[gid] > 0:
+                (r0, d0), (r1, d1) = segs[step[gid]]
+                options.append((round((d1 - d0) / ((r1 - r0) * weight[gid]), 12), r0, gid))
+        if not options:
+            break
+        _, r0, gid = min(options)
+        r1 = segments[gid][step[gid]][1][0]
+        channels = (r1 - r0) * weight[gid]
+        if channels <= left:
+            ratio[gid], left = r1, left - channels
+            step[gid] += 1
+        else:
+            ratio[gid], left = r0 + left / weight[gid], 0.0
+    return ratio
+
+
+def _segments(
+    points: list[tuple[float, float]], sparsity: float
+) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+    pts = [(0.0, 0.0)]
+    for r, d in sorted(points):
+        if r > pts[-1][0]:
+            pts.append((r, max(d, pts[-1][1])))
+    end = (1.0 + sparsity) / 2
+    if len(pts) > 1 and end > pts[-1][0]:
+        (ra, da), (rb, db) = pts[-2], pts[-1]
+        pts.append((end, db + (db - da) / (rb - ra) * (end - rb)))
+    return list(itertools.pairwise(pts))

@@ -35,7 +35,7 @@ class StructuredPruneResult:
 def prune_structured(
     model: Any,
     *,
-    sparsity: float,
+    sparsity: float | dict[int, float],
     criterion: str = "l1",
     allocation: str = "uniform",
     channel_multiple: int = 1,
@@ -47,8 +47,11 @@ def prune_structured(
 ) -> StructuredPruneResult:
     """Remove the least important ``sparsity`` fraction of prunable channels of ``model``.
 
-    ``model`` is not modified. Channels feeding the model's outputs and the channels of layers
-    named in ``keep`` (or inside nested models named there) are never removed.
+    ``sparsity`` may be a dict ``{group id: ratio}`` (ids as ``channel_groups``/``sensitivity``
+    number them; missing groups are not pruned), e.g. from ``policy.allocate_by_sensitivity``;
+    ``allocation`` is then unused. ``model`` is not modified. Channels feeding the model's
+    outputs and the channels of layers named in ``keep`` (or inside nested models named there)
+    are never removed.
     """
     _check_options(sparsity, allocation, channel_multiple, min_channels)
     check_criterion(criterion, calib, data)
@@ -91,21 +94,24 @@ def sensitivity(
     keep: Sequence[str] = (),
     unknown_layers: str = "boundary",
     batch_size: int = 64,
+    calib: Any = None,
 ) -> list[dict[str, Any]]:
     """Prune each group alone at each ratio (no fine-tuning) and measure accuracy on ``data``.
 
-    Rows: ``{group, layers, ratio, channels, kept, accuracy, drop}``; ``drop`` is the baseline
-    accuracy minus this accuracy (positive = worse).
+    Rows: ``{group, layers, ratio, channels, prunable, kept, accuracy, drop}``; ``drop`` is the
+    baseline accuracy minus this accuracy (positive = worse). Group ids are those of
+    ``prune_structured`` for the same model, ``keep`` and ``unknown_layers``. ``calib`` (default:
+    the inputs of ``data``) feeds activation-based criteria.
     """
     for r in ratios:
         _check_options(r, "uniform", 1, None, option="ratios")
     check_criterion(criterion, None, data)
     graph = build_graph(model, keep=keep, unknown_layers=unknown_layers)
-    _, data = _check_data(model, None, data)
+    calib, data = _check_data(model, calib, data)
     if data is None:
         raise BadInputError("--data", "sensitivity needs labelled samples", "pass --data PATH")
     x, y = data
-    ctx = Context(graph, calib=x, data=data)
+    ctx = Context(graph, calib=x if calib is None else calib, data=data)
     scores = score_groups(criterion, ctx)
     baseline = _accuracy(model, x, y, batch_size)
     groups = graph.prunable_groups()
@@ -122,6 +128,7 @@ def sensitivity(
                     "layers": list(g.layers),
                     "ratio": float(r),
                     "channels": g.size,
+                    "prunable": g.n_prunable,
                     "kept": g.size - len(chosen.removed.get(g.id, ())),
                     "accuracy": acc,
                     "drop": baseline - acc,
@@ -175,18 +182,22 @@ def _accuracy(model: Any, x: Any, y: np.ndarray, batch_size: int) -> float:
 
 
 def _check_options(
-    sparsity: float,
+    sparsity: float | dict[int, float],
     allocation: str,
     channel_multiple: int,
     min_channels: int | None,
     option: str = "--sparsity",
 ) -> None:
-    if not isinstance(sparsity, int | float) or not (0.0 <= sparsity < 1.0) or math.isnan(sparsity):
-        raise BadInputError(
-            f"{option} {sparsity}",
-            "must be a fraction of channels to remove, at least 0 and below 1",
-            "use e.g. 0.5 to remove half of the prunable channels",
-        )
+    per_group = sparsity if isinstance(sparsity, dict) else {None: sparsity}
+    for gid, r in per_group.items():
+        ok = isinstance(r, int | float) and not math.isnan(r) and 0.0 <= r < 1.0
+        if not ok or not (gid is None or isinstance(gid, int)):
+            where = option if gid is None else f"{option} of group {gid!r}"
+            raise BadInputError(
+                f"{where} {r}",
+                "must be a fraction of channels to remove, at least 0 and below 1",
+                "use e.g. 0.5 to remove half of the prunable channels",
+            )
     if allocation not in ALLOCATIONS:
         raise BadInputError(
             f"--allocation {allocation}",

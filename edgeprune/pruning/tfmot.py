@@ -63,3 +63,42 @@ def callbacks(log_dir: Path | None) -> list[Any]:
 
 def strip(model: Any) -> Any:
     return _tf.tfmot().sparsity.keras.strip_pruning(model)
+
+
+# --- Quantization-aware training -----------------------------------------------------------
+
+
+def wrap_qat(model: Any, preserve_sparsity: bool) -> Any:
+    """The model with TF-MOT's int8 fake-quant wrappers, ready for QAT fine-tuning.
+
+    ``preserve_sparsity`` uses the pruning-preserving scheme: it masks the kernels' zeros
+    during QAT, so unstructured (magnitude / 2:4) sparsity survives into the int8 weights.
+    """
+    tfmot = _tf.tfmot()
+    quant = tfmot.quantization.keras
+    annotated = quant.quantize_annotate_model(model)
+    if preserve_sparsity:
+        scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
+        return quant.quantize_apply(annotated, scheme)
+    return quant.quantize_apply(annotated)
+
+
+def float_twin(qat_model: Any, float_model: Any) -> Any:
+    """A plain tf_keras copy of ``float_model`` carrying the QAT-trained weights.
+
+    QAT wrappers keep the original layer (same name) in ``.layer``; its weights are the float
+    weights the fake-quant nodes act on. The twin is for statistics and the float reference,
+    never for conversion (the fake-quant ranges live only in the wrapped model).
+    """
+    keras = _tf.keras()
+    trained = {}
+    for layer in qat_model.layers:
+        inner = getattr(layer, "layer", layer)
+        trained[inner.name] = inner.get_weights()
+    twin = keras.models.clone_model(float_model)
+    for layer in twin.layers:
+        weights = trained.get(layer.name)
+        source = float_model.get_layer(layer.name).get_weights()
+        layer.set_weights(weights if weights is not None and len(weights) == len(source)
+                          else source)
+    return twin

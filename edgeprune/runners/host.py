@@ -61,8 +61,19 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     return y.astype(np.float32)
 
 
-def predict(model: Path | bytes, x: np.ndarray, threads: int = 1) -> np.ndarray:
-    """Float outputs for float samples ``x`` (N, ...), one invoke per sample."""
+def quantize_input(model: Path | bytes, x: np.ndarray) -> np.ndarray:
+    """Float samples ``x`` (N, ...) as the model's input tensor type, exactly as ``predict``
+    feeds them (so another runtime given these gets bit-comparable outputs)."""
+    return _quantize(np.asarray(x), interpreter(model).get_input_details()[0])
+
+
+def predict(
+    model: Path | bytes, x: np.ndarray, threads: int = 1, raw: bool = False
+) -> np.ndarray:
+    """Float outputs for float samples ``x`` (N, ...), one invoke per sample.
+
+    ``raw=True`` returns the output tensor as stored (int8 stays int8), for bit-exact
+    comparison with another runtime (device, emulator)."""
     interp = interpreter(model, threads)
     inp = interp.get_input_details()[0]
     out = interp.get_output_details()[0]
@@ -70,7 +81,8 @@ def predict(model: Path | bytes, x: np.ndarray, threads: int = 1) -> np.ndarray:
     for sample in x:
         interp.set_tensor(inp["index"], _quantize(sample[None], inp))
         interp.invoke()
-        results.append(_dequantize(interp.get_tensor(out["index"]), out)[0])
+        y = interp.get_tensor(out["index"])
+        results.append((y.copy() if raw else _dequantize(y, out))[0])
     return np.stack(results)
 
 

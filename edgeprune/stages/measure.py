@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from edgeprune.stages.check import Measurement
 from edgeprune.targets import TargetProfile
+
+if TYPE_CHECKING:
+    from edgeprune.estimate import TargetEstimate
 
 
 def flash(tflite: bytes, target: TargetProfile, filename: str) -> Measurement:
@@ -33,3 +40,59 @@ def host_latency(tflite: bytes, sample: np.ndarray, target: TargetProfile) -> Me
         f"{stats.warmup} warm-up (p90 {stats.p90_ms:.3f} ms)"
         + ("" if on_host else "; for reference only, not the target's latency"),
     )
+
+
+def estimates(tflite: bytes, target: TargetProfile) -> TargetEstimate:
+    """The target's calibrated latency/RAM estimates (method ``estimate``, where the target).
+
+    Empty for ``host`` (measured) and ``ethos-u`` (Vela), and for a profile without an
+    ``[estimator]`` section. ``.per_op``/``.flagged``/``.extra`` hold the per-op breakdown, the
+    ops priced by the generic rule and (Edge TPU) the compatibility analysis."""
+    from edgeprune.estimate import estimate_target
+
+    return estimate_target(tflite, target)
+
+
+@dataclass(frozen=True)
+class OnTarget:
+    """Where to run the artifact besides this machine: a real device over SSH, or QEMU."""
+
+    device: str | None = None  # ssh://user@host[:port]
+    known_hosts: Path | None = None
+    identity: Path | None = None
+    remote_python: str = "python3"
+    emulate: bool = False
+
+    @property
+    def wanted(self) -> bool:
+        return self.device is not None or self.emulate
+
+
+def on_target(
+    tflite: Path, target: TargetProfile, opts: OnTarget, samples: np.ndarray
+) -> tuple[list[Measurement], dict[str, Any]]:
+    """Device (method ``device``) and emulator (method ``qemu``) figures, plus report details."""
+    measurements: list[Measurement] = []
+    details: dict[str, Any] = {}
+    if opts.device is not None:
+        from edgeprune.runners.ssh import measure_on_device
+
+        measurements += measure_on_device(
+            tflite, target, opts.device, opts.known_hosts, opts.identity,
+            target.runtime.threads, samples[0], remote_python=opts.remote_python,
+        )
+        details["device"] = opts.device
+    if opts.emulate:
+        from edgeprune.runners.qemu import measure_in_qemu
+
+        result = measure_in_qemu(tflite, target, samples)
+        measurements += result.measurements
+        details["emulation"] = {
+            "bit_identical": result.bit_identical,
+            "outputs_compared": result.outputs_compared,
+            "max_abs_diff": result.max_abs_diff,
+            "instructions_per_inference": result.instructions_per_inference,
+            "ipc": result.ipc,
+            "detail": result.detail,
+        }
+    return measurements, details

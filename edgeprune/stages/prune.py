@@ -2,6 +2,10 @@
 
 A pruner returns a ``Pruned``: the model to fine-tune (possibly TF-MOT-wrapped), the callbacks
 fine-tuning needs, how to strip the wrappers afterwards, and per-layer notes for the report.
+
+Channel pruning (structured, hybrid) runs: an optional L1 sparsity phase (``--l1``, network
+slimming) → an optional sensitivity scan (``--allocation sensitivity``) → channel selection and
+surgery → optionally re-initialising the smaller architecture (``--after-prune retrain``).
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from edgeprune.data import Inputs, fit_split
+import numpy as np
+
+from edgeprune.data import Inputs, Labelled, fit_split
 from edgeprune.errors import RecipeError
 from edgeprune.recipe import Recipe
 from edgeprune.targets import TargetProfile
@@ -30,6 +36,10 @@ class Pruned:
     notes: list[str] = field(default_factory=list)
     # TF-MOT's schedule must finish before early stopping may pick a "best" epoch.
     min_epochs: int = 0
+    # Channel groups (structured/hybrid): group, layers, channels, prunable, frozen_by, kept.
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    # Extra report.json sections, e.g. {"search": …} from --prune auto.
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 Pruner = Callable[[Any, Recipe, TargetProfile, Inputs], Pruned]
@@ -111,15 +121,99 @@ def prune_m_by_n(model: Any, recipe: Recipe, target: TargetProfile, inputs: Inpu
     )
 
 
-def _structured(model: Any, recipe: Recipe, target: TargetProfile, inputs: Inputs) -> Any:
+SENSITIVITY_SAMPLES = 512  # enough to rank groups; each group is evaluated 3 times
+
+
+def _check_channel_inputs(recipe: Recipe, inputs: Inputs) -> None:
+    """Refuse what cannot run before any slow work starts (exit 2, naming the option)."""
+    from edgeprune.pruning.importance import check_criterion
+
+    labelled = (inputs.train.x, inputs.train.y) if inputs.train is not None else None
+    check_criterion(recipe.criterion, inputs.calib, labelled)
+    needs_data = {
+        f"--l1 {recipe.l1:g}": recipe.l1 > 0,
+        "--allocation sensitivity": recipe.allocation == "sensitivity",
+        "--after-prune retrain": recipe.after_prune == "retrain",
+    }
+    for option, used in needs_data.items():
+        if used and inputs.train is None:
+            raise RecipeError(
+                option, "needs labelled training data", "Pass --data TRAIN.npz (with x and y)"
+            )
+    if recipe.l1 > 0 and (recipe.l1_epochs or recipe.epochs) < 1:
+        raise RecipeError(
+            f"--l1 {recipe.l1:g} with --epochs 0",
+            "the L1 sparsity phase needs at least one epoch",
+            "Pass --l1-epochs N (its default is --epochs)",
+        )
+    if recipe.after_prune == "retrain" and recipe.epochs < 1:
+        raise RecipeError(
+            "--after-prune retrain with --epochs 0",
+            "the re-initialised model must be trained",
+            "Pass --epochs N (N ≥ 1), or use --after-prune finetune",
+        )
+
+
+def _l1_phase(model: Any, recipe: Recipe, train: Labelled) -> tuple[Any, str]:
+    from edgeprune.pruning.regularize import NEAR_ZERO, near_zero_fraction, sparsify
+    from edgeprune.stages.finetune import outputs_probabilities
+
+    epochs = recipe.l1_epochs or recipe.epochs
+    fit, _ = fit_split(train, recipe.seed)  # the same samples fine-tuning trains on
+    before = near_zero_fraction(model, recipe.l1_on)
+    trained = sparsify(
+        model, fit.x, fit.y, l1=recipe.l1, on=recipe.l1_on, epochs=epochs,
+        batch_size=recipe.batch_size, learning_rate=recipe.learning_rate, seed=recipe.seed,
+        from_logits=not outputs_probabilities(model),
+    )  # fmt: skip
+    what = "batch-norm scales γ" if recipe.l1_on == "bn" else "conv/dense kernel weights"
+    return trained, (
+        f"L1 sparsity phase (network slimming): {epochs} epoch(s) with λ={recipe.l1:g}·Σ|·| "
+        f"over the {what}; values below {NEAR_ZERO:g}: {before:.0%} → "
+        f"{near_zero_fraction(trained, recipe.l1_on):.0%}"
+    )
+
+
+def _sensitivity_ratios(
+    model: Any, recipe: Recipe, train: Labelled
+) -> tuple[dict[int, float], str]:
+    """Per-group ratios from a no-fine-tuning sensitivity scan on (a seeded subset of) ``train``."""
+    from edgeprune.pruning import sensitivity
+    from edgeprune.pruning.policy import allocate_by_sensitivity
+
+    rng = np.random.default_rng(recipe.seed)
+    idx = np.sort(rng.permutation(len(train))[:SENSITIVITY_SAMPLES])
+    rows = sensitivity(model, (train.x[idx], train.y[idx]), criterion=recipe.criterion,
+                       keep=recipe.keep)  # fmt: skip
+    ratios = allocate_by_sensitivity(rows, recipe.sparsity)
+    spread = ", ".join(f"group {g} {r:.0%}" for g, r in sorted(ratios.items()))
+    return ratios, (
+        f"sensitivity allocation: each group pruned alone at 25/50/75 % on {len(idx)} training "
+        f"samples (no fine-tuning); fragile groups keep more: {spread or 'no prunable groups'}"
+    )
+
+
+def reinitialise(model: Any, seed: int) -> Any:
+    """The same architecture with fresh, seeded initial weights (``--after-prune retrain``)."""
+    from edgeprune import _tf
+
+    keras = _tf.keras()
+    keras.utils.set_random_seed(seed)
+    return keras.models.clone_model(model)
+
+
+def _structured(
+    model: Any, recipe: Recipe, target: TargetProfile, inputs: Inputs,
+    sparsity: float | dict[int, float],
+) -> Any:  # fmt: skip
     from edgeprune.pruning import prune_structured
 
     labelled = (inputs.train.x, inputs.train.y) if inputs.train is not None else None
     return prune_structured(
         model,
-        sparsity=recipe.sparsity,
+        sparsity=sparsity,
         criterion=recipe.criterion,
-        allocation=recipe.allocation,
+        allocation="uniform" if isinstance(sparsity, dict) else recipe.allocation,
         channel_multiple=target.hardware.channel_multiple,
         keep=recipe.keep,
         calib=inputs.calib,
@@ -129,14 +223,36 @@ def _structured(model: Any, recipe: Recipe, target: TargetProfile, inputs: Input
 
 @register_pruner("structured")
 def prune_channels(model: Any, recipe: Recipe, target: TargetProfile, inputs: Inputs) -> Pruned:
-    result = _structured(model, recipe, target, inputs)
+    _check_channel_inputs(recipe, inputs)
+    notes = []
+    if recipe.l1 > 0 and inputs.train is not None:
+        model, note = _l1_phase(model, recipe, inputs.train)
+        notes.append(note)
+    sparsity: float | dict[int, float] = recipe.sparsity
+    if recipe.allocation == "sensitivity" and inputs.train is not None:
+        sparsity, note = _sensitivity_ratios(model, recipe, inputs.train)
+        notes.append(note)
+    result = _structured(model, recipe, target, inputs, sparsity)
+    groups = result.groups
+    if isinstance(sparsity, dict):
+        groups = [{**g, "ratio": round(sparsity.get(g["group"], 0.0), 4)} for g in groups]
+    pruned = result.model
+    if recipe.after_prune == "retrain":
+        pruned = reinitialise(result.model, recipe.seed)
+        notes.append(
+            f"--after-prune retrain: the pruned architecture was re-initialised (seed "
+            f"{recipe.seed}) and trained from scratch for up to {recipe.epochs} epoch(s); "
+            "no surviving weights were kept"
+        )
     return Pruned(
-        model=result.model,
+        model=pruned,
         layers=result.layers,
+        groups=groups,
         notes=[
             f"structured pruning removed {recipe.sparsity:.0%} of prunable channels "
             f"({recipe.criterion} importance, {recipe.allocation} allocation, kept counts "
             f"rounded to multiples of {target.hardware.channel_multiple})",
+            *notes,
             *result.notes,
         ],
     )
@@ -151,7 +267,28 @@ def prune_hybrid(model: Any, recipe: Recipe, target: TargetProfile, inputs: Inpu
         channels.model, replace(recipe, sparsity=recipe.weight_sparsity), target, inputs
     )
     weights.notes = [*channels.notes, *weights.notes]
+    weights.groups = channels.groups
     return weights
+
+
+@register_pruner("auto")
+def prune_auto(model: Any, recipe: Recipe, target: TargetProfile, inputs: Inputs) -> Pruned:
+    """Budget-driven channel pruning: cut until the target's budgets are met (pruning/search)."""
+    from edgeprune.pruning.search import SearchConfig, search
+
+    if inputs.train is None:
+        raise RecipeError(
+            "--prune auto",
+            "scores each pruning step by a short fine-tune, so it needs labelled training data",
+            "Pass --data TRAIN.npz (with x and y), or use --prune structured",
+        )
+    result = search(
+        model, target, inputs.train, quantize=recipe.quantize, calib=inputs.calib,
+        config=SearchConfig(minutes=recipe.search_minutes), criterion=recipe.criterion,
+        keep=recipe.keep, seed=recipe.seed, batch_size=recipe.batch_size,
+        learning_rate=recipe.learning_rate,
+    )
+    return Pruned(model=result.model, notes=result.notes, report={"search": result.report})
 
 
 def run(model: Any, recipe: Recipe, target: TargetProfile, inputs: Inputs) -> Pruned:

@@ -42,7 +42,16 @@ def prepare(model: Any, recipe: Recipe) -> Pruned:
     from edgeprune.pruning import tfmot
 
     preserve = recipe.prune in UNSTRUCTURED
-    wrapped = tfmot.wrap_qat(model, preserve_sparsity=preserve)
+    try:
+        wrapped = tfmot.wrap_qat(model, preserve_sparsity=preserve)
+    except (ValueError, TypeError, RuntimeError) as exc:  # unsupported layer / nested model
+        raise RecipeError(
+            "--quantize qat",
+            f"TF-MOT cannot add quantization-aware training to this model "
+            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
+            "Use --quantize int8 (post-training quantization), which handles any layer the "
+            "TFLite converter does",
+        ) from exc
     scheme = ("pruning-preserving QAT (Default8BitPrunePreserveQuantizeScheme)" if preserve
               else "QAT (Default8BitQuantizeScheme)")
     return Pruned(

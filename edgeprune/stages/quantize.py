@@ -137,3 +137,21 @@ def configure(converter: Any, mode: str, calib: np.ndarray | None, target: Targe
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
     # "dynamic": Optimize.DEFAULT alone gives dynamic-range (int8 weights, float activations).
+
+
+def sparsity_report(keras_sparsity: float, tflite: bytes, mode: str) -> dict[str, Any]:
+    """Zeros before (Keras kernels) and after (the .tflite's weight buffers) quantization."""
+    from edgeprune.estimate.tflite_weights import sparsity
+
+    after = sparsity(tflite)
+    return {
+        "mode": mode,
+        "sparsity_keras": round(keras_sparsity, 6),
+        "sparsity_tflite": after["fraction"],
+        "tflite_weight_zeros": after["zeros"],
+        "tflite_weights": after["weights"],
+        "tflite_weight_dtypes": after["dtypes"],
+        "tensors": after["tensors"],
+        "note": "zeros in conv/depthwise/dense kernels of the Keras model vs. stored weight "
+                "values equal to the zero point in model.tflite (BN folded in)",
+    }

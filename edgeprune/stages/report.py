@@ -115,6 +115,11 @@ def render_md(report: dict[str, Any]) -> str:
         ),
         "",
     ]
+    if report.get("search"):
+        parts += ["## Budget search (--prune auto)", "",
+                  _md_table(SEARCH_HEADER, _search_rows(report["search"])), ""]
+    for title, rows in _details(report):
+        parts += [f"## {title}", "", _md_table(("", ""), rows), ""]
     if report.get("notes"):
         parts += ["## Notes", "", *[f"- {n}" for n in report["notes"]], ""]
     if report["layers"]:
@@ -133,6 +138,38 @@ def render_md(report: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+DETAIL_SECTIONS = (
+    ("quantization", "Quantization"),
+    ("artifacts", "Device artifacts"),
+    ("emulation", "Emulation (QEMU)"),
+)
+
+
+def _detail_rows(d: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Nested dicts flattened to dotted keys; lists of scalars joined, lists of records counted
+    (their full content stays in report.json)."""
+    rows: list[tuple[str, str]] = []
+    for key, value in d.items():
+        if isinstance(value, dict):
+            rows.extend(_detail_rows(value, f"{prefix}{key}."))
+        elif isinstance(value, list):
+            if all(not isinstance(v, dict | list) for v in value):
+                rows.append((f"{prefix}{key}", ", ".join(_fmt(v) for v in value)))
+            else:
+                rows.append((f"{prefix}{key}", f"{len(value)} entries (see report.json)"))
+        else:
+            rows.append((f"{prefix}{key}", _fmt(value)))
+    return rows
+
+
+def _details(report: dict[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
+    return [
+        (title, _detail_rows(report[key]))
+        for key, title in DETAIL_SECTIONS
+        if isinstance(report.get(key), dict) and report[key]
+    ]
+
+
 def _html_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
@@ -145,21 +182,42 @@ def _img(uri: str | None, alt: str) -> str:
     return "" if uri is None else f"<img src='{uri}' alt='{html.escape(alt)}'>"
 
 
-def _kv_rows(d: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
-    rows: list[tuple[str, str]] = []
-    for key, value in d.items():
-        if isinstance(value, dict):
-            rows.extend(_kv_rows(value, f"{prefix}{key}."))
-        else:
-            rows.append((f"{prefix}{key}", _fmt(value)))
+SEARCH_HEADER = ("step", "group (layers)", "channels", "latency ms", "flash B", "RAM B",
+                 "accuracy")
+
+
+def _search_rows(search: dict[str, Any]) -> list[tuple[str, ...]]:
+    """--prune auto's trajectory: the verified estimate of each step (else its prediction)."""
+    rows = []
+    for s in search.get("trajectory") or []:
+        costs = s.get("estimated") or s.get("predicted") or {}
+        where = "input model" if s.get("group") is None else (
+            f"{s['group']} ({', '.join(s.get('layers') or [])})")
+        chans = "—" if s.get("channels_before") is None else (
+            f"{s['channels_before']} → {s['channels_after']}")
+        rows.append((str(s["step"]), where, chans, _fmt(costs.get("latency_ms"), 4),
+                     _fmt(costs.get("flash_bytes")), _fmt(costs.get("ram_bytes")),
+                     _fmt(s.get("accuracy"), 4)))
     return rows
+
+
+def _search_html(search: dict[str, Any] | None) -> str:
+    if not search:
+        return ""
+    from edgeprune.stages import report_plots as plots
+
+    summary = (f"<p>stopped: {html.escape(str(search.get('stopped')))}, "
+               f"{_fmt(search.get('seconds'), 1)} s; accuracy is the short fine-tune's, on a "
+               "split of the training data</p>")
+    return (_img(plots.search_trajectory(search), "search trajectory") + summary
+            + _html_table(SEARCH_HEADER, _search_rows(search)))
 
 
 def _fidelity_html(fid: dict[str, Any] | None) -> str:
     if not fid:
         return ""
     scalars = {k: v for k, v in fid.items() if not isinstance(v, list | dict)}
-    out = _html_table(("figure", "value"), _kv_rows(scalars))
+    out = _html_table(("figure", "value"), _detail_rows(scalars))
     for key, value in fid.items():
         if isinstance(value, list) and value and isinstance(value[0], dict):
             header = tuple(value[0])
@@ -191,13 +249,15 @@ def render_html(report: dict[str, Any]) -> str:
         (f"Where the time goes on {target['name']}",
          _img(plots.top_ops(per_op, f"top ops, estimated for {target['name']}"), "top ops")),
         ("Fidelity of the emitted model", _fidelity_html(report.get("fidelity"))),
+        *[(title, _html_table(("", ""), rows)) for title, rows in _details(report)],
         ("Sensitivity", _img(plots.sensitivity(report.get("sensitivity") or []), "sensitivity")),
+        ("Budget search (--prune auto)", _search_html(report.get("search"))),
         ("Measurements", _html_table(("quantity", "value", "unit", "method", "where", "how"),
                                      _measurement_rows(report))),
         ("Notes", "".join(f"<p>{html.escape(n)}</p>" for n in report.get("notes", []))),
-        ("Recipe", _html_table(("key", "value"), _kv_rows(report["recipe"]))),
-        ("Target", _html_table(("key", "value"), _kv_rows(target))),
-        ("Versions and timings", _html_table(("key", "value"), _kv_rows(
+        ("Recipe", _html_table(("key", "value"), _detail_rows(report["recipe"]))),
+        ("Target", _html_table(("key", "value"), _detail_rows(target))),
+        ("Versions and timings", _html_table(("key", "value"), _detail_rows(
             {"versions": report["versions"], "timings_s": report["timings_s"]}))),
     ]
     body = "".join(f"<h2>{html.escape(t)}</h2>{c}" for t, c in sections if c)

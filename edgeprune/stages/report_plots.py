@@ -107,3 +107,32 @@ def sensitivity(rows: list[dict[str, Any]]) -> str | None:
     ax.tick_params(axis="x", rotation=60)
     ax.legend()
     return _to_uri(fig)
+
+
+def search_trajectory(search: dict[str, Any] | None) -> str | None:
+    """--prune auto: estimated cost per step, as a share of its budget, and accuracy."""
+    steps = (search or {}).get("trajectory") or []
+    budgets = (search or {}).get("budgets") or []
+    if len(steps) < 2 or not budgets:
+        return None
+    plt = _pyplot()
+    fig, (cost_ax, acc_ax) = plt.subplots(2, 1, figsize=(6.5, 4.6), sharex=True)
+    xs = [s["step"] for s in steps]
+    for b in budgets:
+        # The verified (re-converted) figure where there is one, else the prediction.
+        ys = [((s.get("estimated") or s.get("predicted") or {}).get(b["quantity"]) or
+               float("nan")) / b["limit"] for s in steps]
+        cost_ax.plot(xs, ys, marker="o", label=b["name"])
+    cost_ax.axhline(1.0, color="black", linewidth=1)
+    cost_ax.set_ylabel("estimate / budget")
+    cost_ax.legend()
+    acc_ax.plot(xs, [(s.get("accuracy") or float("nan")) * 100 for s in steps], marker="o",
+                color="#1f4e8c")
+    acc_ax.set_ylabel("accuracy % (monitor split)")
+    acc_ax.set_xlabel("search step")
+    for s in steps[1:]:
+        acc_ax.annotate(f"{s['layers'][0] if s['layers'] else ''}\n{s['channels_before']}→"
+                        f"{s['channels_after']}", (s["step"], (s.get("accuracy") or 0) * 100),
+                        fontsize=6, ha="center", va="top", xytext=(0, -4),
+                        textcoords="offset points")
+    return _to_uri(fig)

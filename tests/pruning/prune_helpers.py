@@ -203,3 +203,32 @@ def nested_model():
     x = inner(x, training=False)
     x = inner(x)  # shared nested model: both calls must keep the same channels
     return keras.Model(i, head(L.GlobalAveragePooling2D()(x)), name="outer")
+
+
+def two_block_model(classes: int = 3, seed: int = 0):
+    """Conv(8) → BN → ReLU → Conv(16) → BN → ReLU → GAP → softmax: two prunable groups."""
+    keras.utils.set_random_seed(seed)
+    i = keras.Input((8, 8, 1), name="image")
+    x = L.ReLU()(L.BatchNormalization(name="bn1")(L.Conv2D(8, 3, padding="same", name="c1")(i)))
+    x = L.ReLU()(L.BatchNormalization(name="bn2")(L.Conv2D(16, 3, padding="same", name="c2")(x)))
+    out = L.Dense(classes, activation="softmax", name="head")(L.GlobalAveragePooling2D()(x))
+    return keras.Model(i, out, name="two_block")
+
+
+def stripes(n: int = 120, classes: int = 3, seed: int = 0):
+    """8×8×1 textures (row stripes, column stripes, checkerboard) plus noise, integer labels."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    rows, cols = np.meshgrid(np.arange(8), np.arange(8), indexing="ij")
+    patterns = [rows % 2, cols % 2, (rows + cols) % 2]
+    x = rng.normal(0, 0.1, (n, 8, 8, 1)).astype(np.float32)
+    for k, label in enumerate(y):
+        x[k, :, :, 0] += patterns[label % 3]
+    return x, y.astype(np.int64)
+
+
+def trained(model, x, y, epochs: int = 8, lr: float = 1e-2):
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    model.compile(keras.optimizers.Adam(lr), loss, metrics=["accuracy"])
+    model.fit(x, y, epochs=epochs, batch_size=16, verbose=0)
+    return model

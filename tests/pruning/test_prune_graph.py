@@ -176,3 +176,22 @@ def test_nested_model_calls_are_inlined_with_their_training_argument():
     assert [op.scopes for op in calls] == [("block",), ("block",)]
     kept = build_graph(nested_model(), keep=["block"])  # keep a whole nested model by name
     assert all(g.n_prunable == 0 for g in kept.groups if "inner_conv" in g.layers)
+
+
+def test_groups_say_why_their_channels_are_frozen():
+    i = keras.Input((6, 6, 4))
+    a = L.Conv2D(4, 1, name="to_input")(i)
+    x = L.Add()([i, a])  # coupled with the model input
+    x = L.Conv2D(8, 3, padding="same", name="before_ln")(x)
+    x = L.LayerNormalization(name="ln")(x)
+    x = L.Conv2D(6, 1, name="mid")(x)
+    x = L.Conv2D(6, 1, name="kept")(x)  # a boundary: the channels feeding it stay
+    x = L.Conv2D(5, 1, name="free")(x)
+    out = L.Dense(3, activation="softmax", name="head")(L.GlobalAveragePooling2D()(x))
+    rows = {r["layers"][0]: r for r in channel_groups(keras.Model(i, out), keep=["kept"])}
+    assert rows["to_input"]["frozen_by"] == ["model input"]
+    assert rows["before_ln"]["frozen_by"] == ["boundary layer 'ln' (LayerNormalization)"]
+    assert rows["mid"]["frozen_by"] == ["--keep kept"] and "kept" not in rows
+    assert rows["free"]["frozen_by"] == [] and rows["free"]["prunable"] == 5
+    assert rows["head"]["frozen_by"] == [
+        "model output", "softmax activation of 'head' mixes its channels"]

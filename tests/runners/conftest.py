@@ -1,4 +1,5 @@
-"""Int8 .tflite models for the TFLite-Micro runner (built once per session)."""
+"""Int8 .tflite models for the runners (built once per session), and a loopback SSH "device"
+(tests/sshd.py: the device is this machine)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sshd import SshServer, running_sshd
 
 
 def _keras():
@@ -92,3 +94,53 @@ def tflm_models(tmp_path_factory) -> dict[str, Path]:
         paths[name] = root / f"{name}.tflite"
         paths[name].write_bytes(data)
     return paths
+
+
+# -- device (SSH) and emulator (QEMU) runners -------------------------------------------------
+SHAPE = (8, 8, 1)
+
+
+def images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, (n, *SHAPE)).astype(np.float32)
+
+
+def small_conv_model():
+    """Conv → ReLU → depthwise conv → GAP → Dense: untrained, a second to build."""
+    keras = _keras()
+    inputs = keras.Input(SHAPE)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(x))
+
+
+@pytest.fixture(scope="session")
+def ssh_server(tmp_path_factory) -> SshServer:
+    """sshd on 127.0.0.1: the "device" is this machine (see tests/sshd.py)."""
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+def _convert(target_name: str, path: Path) -> Path:
+    from edgeprune.stages.convert import to_tflite
+    from edgeprune.targets import load_target
+
+    path.write_bytes(to_tflite(small_conv_model(), "int8", images(64), load_target(target_name)))
+    return path
+
+
+@pytest.fixture(scope="session")
+def rpi4_tflite(tmp_path_factory) -> Path:
+    """A small int8 conv model converted for rpi4 (int8 inside, float input/output)."""
+    return _convert("rpi4", tmp_path_factory.mktemp("rpi4") / "small_rpi4_int8.tflite")
+
+
+@pytest.fixture(scope="session")
+def int8_io_tflite(tmp_path_factory) -> Path:
+    """The same model with int8 input and output tensors (as for a Cortex-M target)."""
+    return _convert("cortex-m4", tmp_path_factory.mktemp("m4") / "small_int8_io.tflite")
+
+
+@pytest.fixture(scope="session")
+def samples() -> np.ndarray:
+    return images(24, seed=1)

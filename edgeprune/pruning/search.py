@@ -1,0 +1,422 @@
+"""Budget-driven channel pruning (``--prune auto``), NetAdapt-style.
+
+Each step, for the budget furthest over its limit, every channel group proposes the smallest cut
+(in multiples of ``channel_multiple``) that lowers that cost by ``step`` of its current value
+(or to the limit, when that is nearer). Proposals are priced by ``AnchoredCostModel`` from the
+last real int8 conversion, ranked by a proxy (held-out loss with no training), the best
+``screen`` are short-fine-tuned, and the most accurate one is kept with its fine-tuned weights.
+The model each step keeps is converted in a background process and re-estimated: that anchor
+verifies the step's predicted cost and prices the steps after it. The search stops when every
+budget it can price is met by a real conversion, at its time limit, or when no group can be
+cut further. Budgets no amount of channel pruning can meet are found first, named in a note
+and left to the checks (the build then exits 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgeprune.data import Labelled, fit_split
+from edgeprune.errors import BadInputError
+from edgeprune.pruning.anchor import AnchoredCostModel, Costs
+from edgeprune.pruning.background import Converter
+from edgeprune.pruning.graph import ChannelGraph, build_graph
+from edgeprune.pruning.structured import prune_structured
+from edgeprune.targets import TargetProfile
+
+log = logging.getLogger(__name__)
+BN_SAMPLES = 512  # training samples that re-estimate batch-norm statistics after a cut
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    step: float = 0.1  # each step cuts the most-over budget's cost by this share (NetAdapt)
+    short_steps: int = 20  # optimizer steps of the short fine-tune of a proposal
+    screen: int | None = 2  # short-fine-tune the best N proposals by proxy; None: all
+    minutes: float = 10.0
+    background: bool = True  # convert anchors in a child process (overlaps scoring)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.step < 1:
+            raise BadInputError(f"search step {self.step}", "must be in (0, 1)", "Use e.g. 0.1")
+        if self.minutes <= 0:
+            raise BadInputError(f"--search-minutes {self.minutes}", "must be > 0",
+                                "Give the search's time budget in minutes, e.g. 10")
+
+
+@dataclass(frozen=True)
+class Budget:
+    name: str  # latency | ram | flash: the check's name
+    quantity: str  # Costs field
+    limit: float
+    unit: str
+
+
+@dataclass
+class SearchResult:
+    model: Any
+    report: dict[str, Any]  # report.json's "search": trajectory, stopped, seconds, …
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Proposal:
+    group: int
+    layers: list[str]
+    before: int
+    after: int
+    prunable: int
+    channels: dict[str, int]
+    costs: Costs
+    model: Any = None
+    proxy: tuple[float, float] | None = None  # (accuracy, loss) before any training
+    tuned: tuple[float, float] | None = None  # (accuracy, loss) after the short fine-tune
+
+    def row(self, cut: str) -> dict[str, Any]:
+        return {"group": self.group, "channels_after": self.after, cut: self.costs.get(cut),
+                "proxy_accuracy": _r(self.proxy, 0), "proxy_loss": _r(self.proxy, 1),
+                "accuracy": _r(self.tuned, 0), "loss": _r(self.tuned, 1)}
+
+
+def _r(pair: tuple[float, float] | None, i: int) -> float | None:
+    return None if pair is None else round(pair[i], 5)
+
+
+def budgets_of(target: TargetProfile) -> tuple[list[Budget], list[str]]:
+    """The budgets the search can price for ``target`` (and notes on those it cannot)."""
+    b, out, notes = target.budgets, [], []
+    estimated = target.estimator is not None and target.hardware.kind in (
+        "cortex-a", "cortex-m", "edgetpu")
+    for name, quantity, value, scale, unit in (
+            ("latency", "latency_ms", b.latency_ms, 1.0, "ms"),
+            ("ram", "ram_bytes", b.ram_kb, 1024.0, "bytes"),
+            ("flash", "flash_bytes", b.flash_kb, 1024.0, "bytes")):
+        if value is None:
+            continue
+        if quantity != "flash_bytes" and not estimated:
+            notes.append(f"--prune auto: the {name} budget is not searched ({target.name} has "
+                         "no latency/RAM estimator); the check stage still checks it")
+            continue
+        out.append(Budget(name, quantity, float(value) * scale, unit))
+    return out, notes
+
+
+def _fmt(budget: Budget, value: float) -> str:
+    if budget.unit == "ms":
+        return f"{value:.4g} ms"
+    return f"{value:,.0f} B ({value / 1024:,.1f} KB)"
+
+
+class _Search:
+    def __init__(self, model: Any, target: TargetProfile, train: Labelled, quantize: str,
+                 calib: np.ndarray | None, config: SearchConfig, criterion: str,
+                 keep: Sequence[str], seed: int, batch_size: int, learning_rate: float) -> None:
+        self.target, self.config, self.criterion = target, config, criterion
+        self.keep, self.seed = tuple(keep), seed
+        self.batch_size, self.learning_rate = batch_size, learning_rate
+        self.multiple = target.hardware.channel_multiple
+        fit, monitor = fit_split(train, seed)
+        self.fit = fit
+        self.monitor = monitor or fit  # tiny data: score on the training samples
+        self.calib = calib
+        pick = np.random.default_rng(seed).permutation(len(fit))[:BN_SAMPLES]
+        self.bn_batch = fit.x[np.sort(pick)]
+        # Sizes and latency do not depend on calibration values: a few samples convert faster.
+        mode = "int8" if quantize == "qat" else quantize
+        sample = None if calib is None else calib[: min(len(calib), 16)]
+        self.converter = Converter(mode, sample, target, config.background)
+        self.start = time.monotonic()
+        self.deadline = self.start + config.minutes * 60
+        self.model = model
+        self.budgets, self.notes = budgets_of(target)
+        self.trajectory: list[dict[str, Any]] = []
+        self.pending: list[tuple[dict[str, Any], Future[bytes], dict[str, int]]] = []
+        self.infeasible: list[dict[str, Any]] = []
+
+    # --- costs ------------------------------------------------------------------------------
+    def _anchor(self, model: Any, channels: dict[str, int]) -> AnchoredCostModel:
+        tflite = self.converter.convert_here(model)
+        return AnchoredCostModel(tflite, self.target, channels)
+
+    def _settle(self, wait: bool) -> None:
+        """Fold finished background anchors in: verified costs, and a fresher cost model."""
+        while self.pending and (wait or self.pending[0][1].done()):
+            row, future, channels = self.pending.pop(0)
+            self.cost_model = AnchoredCostModel(future.result(), self.target, channels)
+            row["estimated"] = self.cost_model.costs.to_dict()
+            if row is self.trajectory[-1]:
+                self.costs, self.verified = self.cost_model.costs, True
+
+    def _over(self, costs: Costs) -> list[tuple[float, Budget]]:
+        out = []
+        for b in self.feasible:
+            value = costs.get(b.quantity)
+            if value is not None and value > b.limit:
+                out.append((value / b.limit, b))
+        return sorted(out, key=lambda e: -e[0])
+
+    # --- the loop ---------------------------------------------------------------------------
+    def run(self) -> SearchResult:
+        try:
+            return self._run()
+        finally:
+            self.converter.close()
+
+    def _run(self) -> SearchResult:
+        graph = build_graph(self.model, keep=self.keep)
+        self.cost_model = self._anchor(self.model, layer_channels(graph, {}))
+        # The current model's costs: a real conversion's once verified, until then predicted.
+        self.costs, self.verified = self.cost_model.costs, True
+        self.trajectory.append({
+            "step": 0, "group": None, "layers": [], "channels_before": None,
+            "channels_after": None, "cut": None, "predicted": self.costs.to_dict(),
+            "estimated": self.costs.to_dict(),
+            "accuracy": round(self._evaluate(self.model)[0], 5), "scored_by": "input model",
+            "proposals": [], "seconds": self._elapsed()})
+        self.feasible = self._feasibility(graph)
+        stopped = None
+        while stopped is None:
+            self._settle(wait=False)
+            over = self._over(self.costs)
+            if not over and not self.verified:
+                self._settle(wait=True)  # predicted to fit: confirm on a real conversion
+            elif not over:
+                stopped = "every budget met" if self.feasible else "no budget to search"
+            elif time.monotonic() >= self.deadline:
+                stopped = "time limit"
+            else:
+                stopped = self._step(build_graph(self.model, keep=self.keep), over[0][1])
+        self._settle(wait=True)
+        self._closing_notes(stopped)
+        return SearchResult(self.model, self._report(stopped), self.notes)
+
+    def _step(self, graph: ChannelGraph, budget: Budget) -> str | None:
+        """One NetAdapt step; None when a proposal was taken, else why the search stops."""
+        current = self.costs.get(budget.quantity) or 0.0
+        goal = max(budget.limit, current * (1 - self.config.step))
+        clock = [time.monotonic()]
+        proposals = self._proposals(graph, budget, goal)
+        if not proposals:
+            return "no group can be cut further"
+        for p in proposals:
+            if time.monotonic() >= self.deadline:
+                return "time limit"
+            p.model = self._prune(p)
+            self._recalibrate_bn(p.model)
+            p.proxy = self._evaluate(p.model)
+        clock.append(time.monotonic())
+        ranked = sorted(proposals, key=lambda p: p.proxy[1])  # loss: no ties, unlike accuracy
+        screened = ranked if self.config.screen is None else ranked[: self.config.screen]
+        for i, p in enumerate(screened):
+            if time.monotonic() >= self.deadline:
+                return "time limit"
+            self._short_finetune(p.model, len(self.trajectory) + i)
+            self._recalibrate_bn(p.model)
+            p.tuned = self._evaluate(p.model)
+        clock.append(time.monotonic())
+        best = max(screened, key=lambda p: (p.tuned[0], -p.tuned[1]))
+        self.model = best.model
+        row = {
+            "step": len(self.trajectory), "group": best.group, "layers": best.layers,
+            "channels_before": best.before, "channels_after": best.after,
+            "cut": budget.quantity, "predicted": best.costs.to_dict(), "estimated": None,
+            "accuracy": round(best.tuned[0], 5), "loss": round(best.tuned[1], 5),
+            "scored_by": f"short fine-tune ({self.config.short_steps} steps)",
+            "proposals": [p.row(budget.quantity) for p in proposals],
+            "seconds": self._elapsed(),
+            "phase_seconds": {"price_prune_proxy": round(clock[1] - clock[0], 2),
+                              "short_finetune": round(clock[2] - clock[1], 2)},
+        }
+        self.trajectory.append(row)
+        log.info("search step %d: group %d (%s) %d → %d channels; predicted %s; accuracy %.4f",
+                 row["step"], best.group, best.layers[0], best.before, best.after,
+                 best.costs.to_dict(), best.tuned[0])
+        self.pending.append((row, self.converter.submit(best.model), best.channels))
+        self.costs, self.verified = best.costs, False
+        return None
+
+    def _proposals(self, graph: ChannelGraph, budget: Budget, goal: float) -> list[_Proposal]:
+        """Per group, the smallest cut that brings ``budget``'s cost to ``goal``; when no group
+        can alone, each group's largest cut that lowers it at all."""
+        full, partial = [], []
+        base = layer_channels(graph, {})
+        now = self.cost_model.predict(base).get(budget.quantity) or 0.0
+        for g in graph.prunable_groups():
+            last = None
+            for kept in _smaller_widths(g.size, g.size - g.n_prunable, self.multiple):
+                channels = layer_channels(graph, {g.id: kept})
+                costs = self.cost_model.predict(channels)
+                last = _Proposal(g.id, list(g.layers), g.size, kept, g.n_prunable, channels,
+                                 costs)
+                if (costs.get(budget.quantity) or 0.0) <= goal:
+                    full.append(last)
+                    break
+            else:
+                if last is not None and (last.costs.get(budget.quantity) or 0.0) < now:
+                    partial.append(last)
+        return full or partial
+
+    def _prune(self, p: _Proposal) -> Any:
+        return prune_structured(
+            self.model, sparsity={p.group: (p.before - p.after) / p.prunable},
+            criterion=self.criterion, channel_multiple=self.multiple, keep=self.keep,
+            calib=self.calib,
+            data=(self.fit.x, self.fit.y)).model
+
+    # --- accuracy ---------------------------------------------------------------------------
+    def _short_finetune(self, model: Any, step: int) -> None:
+        from edgeprune.stages.finetune import compile_for_training, seed_everything
+
+        seed_everything(self.seed)  # every proposal of a step sees the same batches
+        n = min(len(self.fit), self.config.short_steps * self.batch_size)
+        order = np.random.default_rng(self.seed + step).permutation(len(self.fit))[:n]
+        compile_for_training(model, self.learning_rate)
+        model.fit(self.fit.x[order], self.fit.y[order], batch_size=self.batch_size, epochs=1,
+                  shuffle=False, verbose=0)
+
+    def _recalibrate_bn(self, model: Any) -> None:
+        """Re-estimate batch-norm statistics on training samples (adaptive BN, EagleEye).
+
+        Cutting channels shifts every later layer's input distribution; with the stale moving
+        statistics a pruned model scores far below what it recovers to, and a short
+        fine-tune at momentum 0.99 barely moves them. One forward pass at momentum 0 sets them
+        to the statistics of ``BN_SAMPLES`` training samples.
+        """
+        from edgeprune import _tf
+
+        bn_type = _tf.keras().layers.BatchNormalization
+        layers = [layer for layer in _flat(model) if isinstance(layer, bn_type)]
+        saved = [layer.momentum for layer in layers]
+        try:
+            for layer in layers:
+                layer.momentum = 0.0
+            if layers:
+                model(self.bn_batch, training=True)
+        finally:
+            for layer, momentum in zip(layers, saved, strict=True):
+                layer.momentum = momentum
+
+    def _evaluate(self, model: Any) -> tuple[float, float]:
+        """(accuracy, cross-entropy) on the monitor split, in inference mode."""
+        from edgeprune.stages.finetune import outputs_probabilities
+
+        x, y = self.monitor.x, self.monitor.y
+        out = np.concatenate([np.asarray(model(x[i:i + 256], training=False))
+                              for i in range(0, len(x), 256)])
+        out = out.reshape(len(out), -1)
+        if not outputs_probabilities(model):
+            out = np.exp(out - out.max(axis=1, keepdims=True))
+            out /= out.sum(axis=1, keepdims=True)
+        p = np.clip(out[np.arange(len(y)), y], 1e-7, 1.0)
+        return float(np.mean(out.argmax(axis=1) == y)), float(-np.mean(np.log(p)))
+
+    # --- budgets no pruning can meet ----------------------------------------------------------
+    def _feasibility(self, graph: ChannelGraph) -> list[Budget]:
+        floor = {g.id: min(_smaller_widths(g.size, g.size - g.n_prunable, self.multiple),
+                           default=g.size) for g in graph.prunable_groups()}
+        predicted = self.cost_model.predict(layer_channels(graph, floor))
+        if not any(b.limit < (predicted.get(b.quantity) or 0.0) for b in self.budgets):
+            return list(self.budgets)
+        # Confirm on a real conversion of the narrowest model before giving a budget up.
+        ratios = {g.id: (g.size - floor[g.id]) / g.n_prunable for g in graph.prunable_groups()}
+        narrowest = prune_structured(self.model, sparsity=ratios, channel_multiple=self.multiple,
+                                     keep=self.keep).model
+        real = self._anchor(narrowest, layer_channels(build_graph(narrowest), {})).costs
+        feasible = []
+        for b in self.budgets:
+            value = real.get(b.quantity) or 0.0
+            if value <= b.limit:
+                feasible.append(b)
+                continue
+            short = value - b.limit
+            self.notes.append(
+                f"the {b.name} budget ({_fmt(b, b.limit)}) cannot be met by structural pruning: "
+                f"even with every channel group at its narrowest ({self.multiple}-channel "
+                f"multiples) the {self.converter.mode} model's {b.quantity} is {_fmt(b, value)}, "
+                f"{_fmt(b, short)} ({short / b.limit:.0%}) over. The search met the other budgets;"
+                f" raise this one, or start from a smaller architecture")
+            self.infeasible.append({"budget": b.name, "limit": b.limit, "narrowest": value,
+                                    "shortfall": short, "unit": b.unit})
+        return feasible
+
+    def _closing_notes(self, stopped: str) -> None:
+        last = self.trajectory[-1]
+        costs = last["estimated"] or last["predicted"]
+        over = [(b, costs[b.quantity]) for b in self.feasible
+                if costs.get(b.quantity) is not None and costs[b.quantity] > b.limit]
+        steps = len(self.trajectory) - 1
+        if over:
+            what = "; ".join(f"{b.name} {_fmt(b, v)} > {_fmt(b, b.limit)} "
+                             f"({_fmt(b, v - b.limit)} over)" for b, v in over)
+            self.notes.append(f"--prune auto stopped ({stopped}) after {steps} step(s) with "
+                              f"budgets still not met: {what}; the build continues with the "
+                              "last model")
+        else:
+            self.notes.append(f"--prune auto: {steps} step(s) in {self._elapsed():.0f} s "
+                              f"({stopped}); see report.json 'search'")
+
+    def _elapsed(self) -> float:
+        return round(time.monotonic() - self.start, 2)
+
+    def _report(self, stopped: str) -> dict[str, Any]:
+        return {
+            "trajectory": self.trajectory, "stopped": stopped, "seconds": self._elapsed(),
+            "budgets": [{"name": b.name, "quantity": b.quantity, "limit": b.limit,
+                         "unit": b.unit} for b in self.budgets],
+            "infeasible": self.infeasible,
+            "config": {"step": self.config.step, "short_steps": self.config.short_steps,
+                       "screen": self.config.screen, "minutes": self.config.minutes,
+                       "channel_multiple": self.multiple, "criterion": self.criterion},
+        }
+
+
+def _flat(model: Any) -> list[Any]:
+    out = []
+    for layer in model.layers:
+        out.extend(_flat(layer) if hasattr(layer, "layers") else [layer])
+    return out
+
+
+def _smaller_widths(size: int, frozen: int, multiple: int) -> list[int]:
+    """Kept-channel counts below ``size``, widest first: multiples of ``multiple`` (the policy's
+    minimum width), above the group's frozen channels (some prunable channel must remain)."""
+    top = (size - 1) // multiple * multiple
+    return [k for k in range(top, max(multiple, 1) - 1, -multiple) if k > frozen]
+
+
+def layer_channels(graph: ChannelGraph, kept: dict[int, int]) -> dict[str, int]:
+    """Output channels per layer (flat op name) when group ``g`` keeps ``kept[g]`` channels."""
+    sizes = {g.id: g.size for g in graph.groups}
+    out: dict[str, int] = {}
+    for op in graph.flat.ops:
+        if not op.outputs or op.name in out:
+            continue
+        base = graph.flat.channels(op.outputs[0])
+        slots = graph.slots(op.outputs[0])
+        if base is None:
+            continue
+        if slots is None or not kept:
+            out[op.name] = int(base)
+            continue
+        gids = slots[0]
+        n = float(np.sum(~np.isin(gids, list(kept))))
+        for gid, k in kept.items():
+            n += float(np.sum(gids == gid)) * k / sizes[gid]
+        out[op.name] = round(n)
+    return out
+
+
+def search(model: Any, target: TargetProfile, train: Labelled, *, quantize: str = "int8",
+           calib: np.ndarray | None = None, config: SearchConfig | None = None,
+           criterion: str = "l1", keep: Sequence[str] = (), seed: int = 0,
+           batch_size: int = 32, learning_rate: float = 1e-3) -> SearchResult:
+    """Prune ``model`` (not modified) until ``target``'s latency/RAM/flash budgets are met."""
+    return _Search(model, target, train, quantize, calib, config or SearchConfig(), criterion,
+                   keep, seed, batch_size, learning_rate).run()
