@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import chromium
 import pytest
 
 from edgeprune.estimate.tflite_graph import parse_tflite
@@ -31,3 +32,6 @@ def test_demo_build_for_rpi4(tmp_path):
     # structural pruning at the rpi4 default physically removed channels
     assert rep["result"]["params"] < 0.6 * rep["baseline"]["params"]
     assert set(rep["timings_s"]) >= {"load", "baseline", "prune", "finetune", "convert"}
+    if chromium.CHROMIUM is not None:  # the report a person opens renders, with no errors
+        pixels, console = chromium.render(folder / "report.html", tmp_path)
+        assert console == [] and (pixels.min(axis=2) < 200).mean() > 0.01
