@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgeprune-installed
 
-.PHONY: demo test test-fast lint install clean
+.PHONY: demo test test-fast lint install clean system-packages
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,12 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check edgeprune tests bench examples
 
-test: lint
+# Debian packages the tests drive for real (sshd, QEMU, debootstrap, Chromium, podman).
+system-packages:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then bash .ci/system-packages.sh; \
+	else echo "not root or no apt-get: install the packages in .ci/system-packages.sh yourself"; fi
+
+test: system-packages lint
 	$(BIN)/pytest -q -ra
 
 test-fast: lint
