@@ -15,6 +15,7 @@ from edgeprune.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 HOLDOUT_FRACTION = 0.15
+MAX_LABEL = 2**31 - 1  # larger labels are not class indices (and would wrap in int64)
 
 
 @dataclass(frozen=True)
@@ -37,21 +38,45 @@ class Inputs:
     val_is_holdout: bool = False
 
 
-def _open_npz(path: Path, option: str) -> dict[str, np.ndarray]:
+_NPZ_FIX = "Save it with numpy.savez(path, x=inputs, y=labels)"
+_PICKLED = "allow_pickle=False"  # numpy's message when an array holds pickled Python objects
+NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
+
+
+def _read_head(path: Path, what: str, wanted: str) -> bytes:
+    """The first bytes of a data file; a folder or missing file is named as such."""
+    if path.is_dir():
+        raise DataError(what, "is a folder, not a file", f"Give the path to {wanted}")
     if not path.is_file():
-        raise DataError(f"{option} {path}", "no such file", "Give the path to an .npz file")
+        raise DataError(what, "no such file", f"Give the path to {wanted}")
+    try:
+        with path.open("rb") as f:
+            return f.read(8)
+    except OSError as exc:
+        raise DataError(what, f"cannot be read ({exc.strerror or exc})",
+                        "Check its permissions") from exc
+
+
+def _load_error(what: str, kind: str, exc: Exception, fix: str) -> DataError:
+    if _PICKLED in str(exc):  # never unpickle: a pickle runs code when loaded
+        return DataError(what, "holds pickled Python objects (an object array), which "
+                         "edgeprune never loads", "Save plain numeric arrays (np.asarray(x, "
+                         "dtype=np.float32)) with numpy.savez")
+    return DataError(what, f"is not a readable {kind} ({exc})", fix)
+
+
+def _open_npz(path: Path, option: str) -> dict[str, np.ndarray]:
+    what = f"{option} {path}"
+    head = _read_head(path, what, "an .npz file")
+    if head.startswith(NPY_MAGIC):
+        raise DataError(what, "is an .npy array, not an .npz", _NPZ_FIX)
+    if not head.startswith(ZIP_MAGIC):
+        raise DataError(what, "is not a readable .npz (not a zip archive)", _NPZ_FIX)
     try:
         with np.load(path, allow_pickle=False) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise DataError(f"{option} {path}", "is an .npy array, not an .npz", _NPZ_FIX)
             return {k: npz[k] for k in npz.files}
-    except DataError:
-        raise
-    except Exception as exc:  # numpy raises many types for corrupt archives
-        raise DataError(f"{option} {path}", f"is not a readable .npz ({exc})", _NPZ_FIX) from exc
-
-
-_NPZ_FIX = "Save it with numpy.savez(path, x=inputs, y=labels)"
+    except Exception as exc:  # numpy/zipfile raise many types for corrupt archives
+        raise _load_error(what, ".npz", exc, _NPZ_FIX) from exc
 
 
 def _check_samples(x: np.ndarray, what: str) -> np.ndarray:
@@ -59,7 +84,8 @@ def _check_samples(x: np.ndarray, what: str) -> np.ndarray:
         raise DataError(what, f"x has shape {x.shape}; expected (N, ...) with N ≥ 1", _NPZ_FIX)
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise DataError(what, f"x has dtype {x.dtype}; expected numbers", _NPZ_FIX)
-    x = x.astype(np.float32)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below
+        x = x.astype(np.float32)
     bad = ~np.isfinite(x)
     if bad.any():
         first = int(np.argwhere(bad.reshape(len(x), -1).any(axis=1))[0][0])
@@ -81,6 +107,8 @@ def load_labelled(path: Path, option: str) -> Labelled:
         )
     x = _check_samples(arrays["x"], what)
     y = arrays["y"]
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise DataError(what, f"y has dtype {y.dtype}; expected integer labels", _NPZ_FIX)
     if y.ndim == 2 and y.shape[1] > 1:  # one-hot labels
         y = y.argmax(axis=1)
     y = y.reshape(len(y)) if y.ndim == 2 and y.shape[1] == 1 else y
@@ -95,9 +123,12 @@ def load_labelled(path: Path, option: str) -> Labelled:
             raise DataError(what, f"y has dtype {y.dtype}; expected integer labels", _NPZ_FIX)
         if not np.all(y == np.round(y)):
             raise DataError(what, "y has non-integer labels", "Give class indices 0..K-1")
-    y = y.astype(np.int64)
     if y.min() < 0:
-        raise DataError(what, f"y has negative label {int(y.min())}", "Use class indices 0..K-1")
+        raise DataError(what, f"y has negative label {y.min()}", "Use class indices 0..K-1")
+    if y.max() > MAX_LABEL:
+        raise DataError(what, f"y has label {y.max()}, too large for a class index",
+                        "Use class indices 0..K-1")
+    y = y.astype(np.int64)
     return Labelled(x, y, str(path))
 
 
@@ -106,16 +137,17 @@ def load_calib(path: Path, option: str = "--calib") -> np.ndarray:
     what = f"{option} {path}"
     if path.is_dir():
         return _load_image_folder(path, what)
-    if path.suffix == ".npy":
-        if not path.is_file():
-            raise DataError(what, "no such file", "Give an .npz, .npy or an image folder")
+    if not path.exists():
+        raise DataError(what, "no such file or folder", "Give an .npz, .npy or an image folder")
+    head = _read_head(path, what, "an .npz, .npy or an image folder")
+    if path.suffix == ".npy" and not head.startswith(NPY_MAGIC):
+        raise DataError(what, "is not an .npy file (no NUMPY header)", "Re-save it with numpy.save")
+    if head.startswith(NPY_MAGIC):
         try:
             x = np.load(path, allow_pickle=False)
         except Exception as exc:
-            raise DataError(what, f"is not a readable .npy ({exc})", "Re-save it") from exc
+            raise _load_error(what, ".npy", exc, "Re-save it with numpy.save") from exc
         return _check_samples(np.asarray(x), what)
-    if not path.exists():
-        raise DataError(what, "no such file or folder", "Give an .npz, .npy or an image folder")
     arrays = _open_npz(path, option)
     if "x" in arrays:
         x = arrays["x"]

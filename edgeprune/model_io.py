@@ -1,8 +1,13 @@
 """Load and save Keras models safely.
 
-A model file can run code when it is loaded: a ``Lambda`` layer stores Python bytecode. Before
-handing a file to Keras, its config is read as plain JSON and a ``Lambda`` layer is refused
-unless the user passes ``--trust-model``. The format is detected from the bytes, not the suffix.
+A model file can run code when it is loaded or run: a ``Lambda`` layer stores Python bytecode, a
+config entry can name any Python module for Keras to import, a ``TFOpLambda`` layer can name
+any TensorFlow function (``tf.io.write_file`` included), and a SavedModel carries TF graphs.
+Before handing a file to Keras, its config is read as plain JSON (``config.json``, the HDF5
+``model_config`` attribute or ``keras_metadata.pb``) and ``untrusted_parts`` lists what would
+run code; anything listed is refused unless the user passes ``--trust-model``. Keras' own
+``safe_mode`` stays on as a second line. The format is detected from the bytes, not the suffix.
+SECURITY.md states the whole policy.
 """
 
 from __future__ import annotations
@@ -20,7 +25,31 @@ log = logging.getLogger(__name__)
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"
-CODE_LAYERS = ("Lambda", "TFOpLambda__unsafe")  # classes whose config carries executable code
+CODE_LAYERS = ("Lambda",)  # classes whose config carries Python bytecode
+# Layers that call a TF/Python attribute named in the config; refused unless trusted.
+ATTRIBUTE_LAYERS = ("ClassMethod", "InstanceMethod", "InstanceProperty")
+OP_LAYERS = ("TFOpLambda", "SlicingOpLambda")  # call the TF function named in config.function
+# TF functions an op layer may call: pure tensor math (what `x + 1`, `tf.nn.relu(x)`,
+# `x[:, 0]` or keras.applications produce). Anything else (tf.io, tf.raw_ops, tf.py_function,
+# tf.summary, tf.compat.v1, …) could touch files or run Python, so it needs --trust-model.
+SAFE_OP_PREFIXES = ("math.", "nn.", "__operators__.", "linalg.", "image.resize", "signal.")
+SAFE_OPS = frozenset({
+    "reshape", "transpose", "concat", "stack", "unstack", "expand_dims", "squeeze", "identity",
+    "cast", "clip_by_value", "split", "pad", "slice", "strided_slice", "gather", "gather_nd",
+    "tile", "shape", "broadcast_to", "where", "ones_like", "zeros_like", "fill", "range",
+    "einsum", "matmul", "reverse", "roll", "argsort", "sort", "one_hot", "maximum", "minimum",
+    "add", "multiply", "subtract", "divide", "abs", "exp", "sqrt", "square", "sigmoid", "tanh",
+    "reduce_mean", "reduce_sum", "reduce_max", "reduce_min",
+})  # fmt: skip
+# Config entries name the module a class or function is imported from: only Keras' own.
+SAFE_MODULES = ("keras", "tf_keras", "builtins")
+# SavedModel graph ops that read or write files or call back into Python.
+UNSAFE_GRAPH_OPS = frozenset({
+    "ReadFile", "WriteFile", "MatchingFiles", "ImmutableConst", "PyFunc", "PyFuncStateless",
+    "EagerPyFunc", "CreateSummaryFileWriter", "WriteSummary", "WriteScalarSummary",
+    "WriteHistogramSummary", "WriteImageSummary", "WriteAudioSummary", "WriteRawProtoSummary",
+    "WriteGraphSummary", "ImportEvent", "FlushSummaryWriter", "LoadAndRemapMatrix",
+})  # fmt: skip
 _FORMATS = "a .keras file, an .h5 file or a SavedModel folder"
 
 
@@ -33,21 +62,33 @@ def detect_format(path: Path) -> str:
         if (path / "saved_model.pb").is_file():
             return "savedmodel"
         raise ModelLoadError(what, "is a folder without saved_model.pb", f"Give {_FORMATS}")
-    with path.open("rb") as f:
-        head = f.read(8)
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise ModelLoadError(what, f"cannot be read ({exc.strerror or exc})",
+                             "Check the path and its permissions") from exc
     if head.startswith(ZIP_MAGIC):
         return "keras"
     if head == HDF5_MAGIC:
         return "h5"
+    hint = " (it is a .tflite flatbuffer: use `edgeprune check` for those)" \
+        if head[4:8] == b"TFL3" else ""
     raise ModelLoadError(
-        what, "is not a Keras model (neither a .keras zip nor HDF5)", f"Give {_FORMATS}"
+        what, f"is not a Keras model (neither a .keras zip nor HDF5){hint}", f"Give {_FORMATS}"
     )
 
 
-def read_config(path: Path, fmt: str) -> dict[str, Any] | None:
-    """The model's architecture config as JSON, read without Keras (None for SavedModel)."""
+def read_config(path: Path, fmt: str) -> Any:
+    """The model's architecture config as JSON, read without loading the model.
+
+    For a SavedModel, the list of per-object configs in ``keras_metadata.pb`` (parsed with the
+    protobuf class, which needs TensorFlow to be imported).
+    """
     what = f"--model {path}"
     try:
+        if fmt == "savedmodel":
+            return _savedmodel_configs(path)
         if fmt == "keras":
             with zipfile.ZipFile(path) as zf:
                 return json.loads(zf.read("config.json"))
@@ -70,19 +111,84 @@ def read_config(path: Path, fmt: str) -> dict[str, Any] | None:
     return None
 
 
-def find_classes(config: Any, names: tuple[str, ...]) -> list[str]:
-    """Names of layers (at any nesting depth) whose class_name is in ``names``."""
+def _savedmodel_configs(path: Path) -> list[Any]:
+    meta = path / "keras_metadata.pb"
+    if not meta.is_file():
+        raise ModelLoadError(
+            f"--model {path}",
+            "is a SavedModel without Keras metadata (keras_metadata.pb), e.g. one written by "
+            "tf.saved_model.save or without signatures; it has no layer graph to prune",
+            "Export it from Keras with model.save('model.keras')",
+        )
+    _tf.keras()  # the protobuf class lives in tf_keras (TF_USE_LEGACY_KERAS set first)
+    from tf_keras.protobuf import saved_metadata_pb2
+
+    proto = saved_metadata_pb2.SavedMetadata()
+    proto.ParseFromString(meta.read_bytes())
+    return [json.loads(node.metadata) for node in proto.nodes if node.metadata]
+
+
+def savedmodel_graph_ops(path: Path) -> set[str]:
+    """Every op type in a SavedModel's graphs and function library."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    try:
+        proto.ParseFromString((path / "saved_model.pb").read_bytes())
+    except Exception as exc:  # protobuf's DecodeError, OSError
+        raise ModelLoadError(f"--model {path}", f"saved_model.pb is corrupt ({exc})",
+                             "Re-export the model") from exc
+    ops: set[str] = set()
+    for graph in proto.meta_graphs:
+        ops.update(node.op for node in graph.graph_def.node)
+        for fn in graph.graph_def.library.function:
+            ops.update(node.op for node in fn.node_def)
+    return ops
+
+
+def _is_safe_module(module: Any) -> bool:
+    return module is None or (isinstance(module, str) and any(
+        module == m or module.startswith(m + ".") for m in SAFE_MODULES))
+
+
+def _is_safe_op(function: Any) -> bool:
+    return isinstance(function, str) and (function in SAFE_OPS or function.startswith(
+        SAFE_OP_PREFIXES))
+
+
+def untrusted_parts(config: Any) -> list[str]:
+    """What in a model config would run code stored in (or named by) the file, as readable
+    phrases; empty when the config uses built-in Keras classes and pure tensor ops only."""
     found: list[str] = []
-    if isinstance(config, dict):
-        if config.get("class_name") in names:
-            inner = config.get("config", {})
-            found.append(inner.get("name", "?") if isinstance(inner, dict) else "?")
-        for value in config.values():
-            found.extend(find_classes(value, names))
-    elif isinstance(config, list):
-        for value in config:
-            found.extend(find_classes(value, names))
-    return found
+
+    def name_of(node: dict[str, Any]) -> str:
+        inner = node.get("config")
+        return str(inner.get("name", "?")) if isinstance(inner, dict) else str(node.get("name"))
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for value in node:
+                walk(value)
+            return
+        if not isinstance(node, dict):
+            return
+        cls = node.get("class_name")
+        inner = node.get("config") if isinstance(node.get("config"), dict) else node
+        if cls in CODE_LAYERS or cls == "__lambda__":
+            found.append(f"Lambda layer {name_of(node)!r} (Python bytecode)")
+        elif cls in ATTRIBUTE_LAYERS:
+            found.append(f"{cls} layer {name_of(node)!r} (calls an attribute named in the file)")
+        elif cls in OP_LAYERS and not _is_safe_op(inner.get("function")):
+            found.append(f"{cls} layer {name_of(node)!r} calling tf.{inner.get('function')}")
+        if "module" in node and not _is_safe_module(node["module"]):
+            what = (f"function {node.get('config')!r}" if cls == "function"
+                    else f"class {cls!r}" if isinstance(cls, str) else "an object")
+            found.append(f"{what} from Python module {node['module']!r} (imported on load)")
+        for value in node.values():
+            walk(value)
+
+    walk(config)
+    return list(dict.fromkeys(found))
 
 
 def load_model(path: Path, trust_model: bool = False) -> Any:
@@ -90,22 +196,29 @@ def load_model(path: Path, trust_model: bool = False) -> Any:
     what = f"--model {path}"
     fmt = detect_format(path)
     config = read_config(path, fmt)
-    if config is not None and not trust_model:
-        risky = find_classes(config, CODE_LAYERS)
+    if not trust_model:
+        risky = untrusted_parts(config)
+        if fmt == "savedmodel":
+            ops = sorted(savedmodel_graph_ops(path) & UNSAFE_GRAPH_OPS)
+            risky += [f"graph op {op} (touches files or runs Python)" for op in ops]
         if risky:
             raise ModelLoadError(
                 what,
-                f"contains Lambda layer(s) {', '.join(risky)}; loading them runs Python code "
-                "stored in the file",
-                "Replace the Lambda with a built-in layer, or pass --trust-model if you trust "
-                "this file",
+                f"contains {'; '.join(risky[:4])}{' and more' if len(risky) > 4 else ''}; "
+                "loading or running it executes code stored in or named by the file",
+                "Replace those layers with built-in Keras layers and re-save, or pass "
+                "--trust-model if you trust this file",
             )
+    if fmt == "keras" and path.suffix != ".keras":  # Keras picks its reader by the suffix
+        raise ModelLoadError(what, "is a .keras zip archive with another suffix",
+                             f"Rename it to {path.stem}.keras")
     keras = _tf.keras()
+    from tf_keras.src.saving.serialization_lib import SafeModeScope
+
     try:
-        if fmt == "keras":
-            model = keras.models.load_model(path, compile=False, safe_mode=not trust_model)
-        else:
-            model = keras.models.load_model(str(path), compile=False)
+        # The scope makes Keras refuse Lambda bytecode in .h5 and SavedModel files as well.
+        with SafeModeScope(not trust_model):
+            model = keras.models.load_model(str(path), compile=False, safe_mode=not trust_model)
     except Exception as exc:
         raise ModelLoadError(
             what, f"cannot be loaded by Keras ({_first_line(exc)})", _fix(exc)
@@ -131,7 +244,42 @@ def load_model(path: Path, trust_model: bool = False) -> Any:
             f"has {len(model.inputs)} inputs and {len(model.outputs)} outputs",
             "edgeprune builds single-input, single-output models; split the model",
         )
+    if fmt == "savedmodel" and not trust_model:
+        _refuse_revived_layers(model, what)
+    _check_input_shape(tuple(model.input_shape), what)
     return model
+
+
+def _refuse_revived_layers(model: Any, what: str) -> None:
+    """A SavedModel layer Keras could not rebuild from its config runs the file's TF graph."""
+    revived = [layer.name for layer in model.submodules
+               if type(layer).__module__.startswith("tf_keras.src.saving.legacy.saved_model")]
+    if revived:
+        raise ModelLoadError(
+            what,
+            f"has layer(s) {', '.join(revived[:4])} of classes Keras cannot rebuild; they would "
+            "run the TF graph stored in the file",
+            "Save the model as .keras with built-in layers, or pass --trust-model if you trust "
+            "this file",
+        )
+
+
+def _check_input_shape(shape: tuple[Any, ...], what: str) -> None:
+    """Edge runtimes need a batch axis plus fixed feature dimensions."""
+    if len(shape) < 2:
+        raise ModelLoadError(
+            what,
+            f"has input shape {shape}: no batch dimension (edgeprune feeds batches of samples)",
+            "Build the model on keras.Input(sample_shape), which adds the batch axis",
+        )
+    if any(d is None for d in shape[1:]):
+        raise ModelLoadError(
+            what,
+            f"has input shape {shape} with unknown dimensions; edge runtimes need a fixed "
+            "input size",
+            "Rebuild it on a fixed keras.Input((H, W, C)) and copy the weights with "
+            "set_weights, then save it",
+        )
 
 
 def _first_line(exc: Exception) -> str:

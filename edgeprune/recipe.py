@@ -61,22 +61,21 @@ class Recipe:
                     "must be in [0, 1) (the fraction removed)",
                     "Use e.g. 0.5",
                 )
-        for name, low in (("epochs", 0), ("l1_epochs", 0), ("seed", 0), ("batch_size", 1),
-                          ("calib_samples", 1)):
+        for name, (low, high) in _INT_RANGES.items():
             value = getattr(self, name)
-            if value < low:
+            if not low <= value <= high:
                 raise RecipeError(
                     f"--{name.replace('_', '-')} {value}",
-                    f"must be ≥ {low}",
-                    f"Give a whole number ≥ {low}",
+                    f"must be ≥ {low}" if value < low else f"must be ≤ {high}",
+                    f"Give a whole number from {low} to {high}",
                 )
         if not 0 < self.search_minutes < float("inf"):
             raise RecipeError(
-                f"--search-minutes {self.search_minutes}", "must be > 0", "Use e.g. 10"
+                f"--search-minutes {self.search_minutes}", "must be finite and > 0", "Use e.g. 10"
             )
-        if not self.learning_rate > 0:
+        if not 0 < self.learning_rate < float("inf"):
             raise RecipeError(
-                f"--learning-rate {self.learning_rate}", "must be > 0", "Use e.g. 1e-3"
+                f"--learning-rate {self.learning_rate}", "must be finite and > 0", "Use e.g. 1e-3"
             )
         channel_only = {"--l1": self.l1 > 0, "--after-prune retrain": self.after_prune == "retrain"}
         for option, used in channel_only.items():
@@ -94,6 +93,12 @@ class Recipe:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
+# Whole-number options: (minimum, maximum). The seed feeds numpy/TF seeding (32-bit); the
+# others are capped far above any real use so a typo cannot overflow TensorFlow.
+_INT_RANGES = {
+    "epochs": (0, 100_000), "l1_epochs": (0, 100_000), "seed": (0, 2**32 - 1),
+    "batch_size": (1, 2**20), "calib_samples": (1, 2**24),
+}
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -121,7 +126,8 @@ def _coerce(source: str, key: str, value: Any) -> Any:
     elif isinstance(default, int):
         ok = isinstance(value, int)
     elif isinstance(default, float):
-        ok = isinstance(value, int | float)
+        # float() of a huge int raises OverflowError; NaN/inf are refused by Recipe itself
+        ok = isinstance(value, float) or (isinstance(value, int) and abs(value) < 2**1000)
         value = float(value) if ok else value
     else:
         ok = isinstance(value, str)

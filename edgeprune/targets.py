@@ -9,6 +9,7 @@ and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,9 +209,16 @@ def _positive(key: str, value: Any, _low: float = 0) -> None:
         raise _Invalid(f"{key} = {value!r} must be > 0")
 
 
+MAX_NUMBER = 1e15  # far above any real clock, size or rate; larger means a typo
+
+
 def _at_least(key: str, value: Any, low: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _Invalid(f"{key} = {value!r} must be a number")
+    if isinstance(value, float) and not math.isfinite(value):  # TOML allows nan and inf
+        raise _Invalid(f"{key} = {value!r} must be a finite number (omit a budget to skip it)")
+    if value > MAX_NUMBER:
+        raise _Invalid(f"{key} = {value!r} is implausibly large")
     if value < low:
         raise _Invalid(f"{key} = {value!r} must be ≥ {low}")
 
@@ -283,7 +291,11 @@ def _raw_profile(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
         return raw
     if not isinstance(parent, str):
         raise TargetError(str(path), f"inherit = {parent!r} must be a string", "Name a profile")
-    base = _raw_profile(_resolve_path(parent, path.parent), (*chain, resolved))
+    try:
+        parent_path = _resolve_path(parent, path.parent)
+    except TargetError as exc:  # name the inheriting file, not just the missing one
+        raise TargetError(str(path), f"inherit = {parent!r}: {exc.problem}", exc.fix) from None
+    base = _raw_profile(parent_path, (*chain, resolved))
     base.pop("name", None)
     return _merge(base, raw)
 
@@ -293,14 +305,19 @@ def _section(path: Path, raw: dict[str, Any], key: str) -> Any:
     values = raw.get(key, {})
     if not isinstance(values, dict):
         raise TargetError(str(path), f"[{key}] must be a table", "See targets/host.toml")
-    allowed = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - allowed)
+    types = {f.name: f.type for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(types))
     if unknown:
         raise TargetError(
             str(path),
             f"unknown key {key}.{unknown[0]} = {values[unknown[0]]!r}",
-            f"Allowed keys in [{key}]: {', '.join(sorted(allowed))}",
+            f"Allowed keys in [{key}]: {', '.join(sorted(types))}",
         )
+    for name, value in values.items():  # whole numbers and text; numbers are checked by cls
+        kind = {"int": int, "str": str}.get(str(types[name]))
+        if kind is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+            raise _Invalid(f"{key}.{name} = {value!r} must be "
+                           + ("a whole number" if kind is int else "a string"))
     try:
         return cls(**values)
     except TypeError as exc:  # a required key is missing
@@ -330,6 +347,8 @@ def load_target(spec: str) -> TargetProfile:
     build = raw.get("build", {})
     if not isinstance(build, dict):
         raise TargetError(str(path), "[build] must be a table", "See targets/host.toml")
+    if not isinstance(raw.get("description", ""), str):
+        raise TargetError(str(path), "description must be a string", "Quote it")
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
         raise TargetError(str(path), f"name = {name!r} is not a usable folder name", "Rename it")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgeprune.errors import BadInputError
 from edgeprune.stages.check import Measurement
 from edgeprune.targets import TargetProfile
 
@@ -62,6 +63,18 @@ class OnTarget:
     identity: Path | None = None
     remote_python: str = "python3"
     emulate: bool = False
+
+    def __post_init__(self) -> None:
+        """Validate the URI and key files now, so a typo fails before the build, not after."""
+        if self.device is None:
+            return
+        from edgeprune.device import parse_ssh
+
+        parse_ssh(self.device)
+        for option, path in (("--known-hosts", self.known_hosts), ("--identity", self.identity)):
+            if path is not None and not Path(path).is_file():
+                raise BadInputError(f"{option} {path}", "no such file",
+                                    "Give an existing file (see `edgeprune build -h`)")
 
     @property
     def wanted(self) -> bool:
