@@ -13,12 +13,20 @@ Files are uploaded under the temporary name, their sha256 is computed on the dev
 against the artifacts folder's manifest.json, and only then is the folder renamed into
 ``releases/`` and ``current`` switched. ``rollback`` swaps ``current`` and ``previous``.
 
+Faults (tests/test_flash_faults.py): a connection cut, a full disk or a device reboot at any step
+leaves ``current`` naming the complete release it named before, and ends in a ToolError (exit 3)
+saying which release the device runs. Free space is checked before uploading; ``sync`` runs
+before the switch, so a power cut cannot leave ``current`` naming files still only in the page
+cache; ``.incoming-*`` folders left by an interrupted flash are removed by the next one (so one
+flash at a time per device folder). A release folder is trusted only after its hashes match.
+
 Cortex-M targets: a flashable TFLite-Micro bundle is written (see ``flash_bundle``) and, for
 ``pyocd:`` / ``esptool:`` devices, handed to that tool. ``dry_run`` returns the exact commands.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -134,6 +142,11 @@ def upload(remote: _Remote, local: Path, dest: str) -> None:
     remote.put(local, dest)
 
 
+def checkpoint(step: str) -> None:
+    """Called between device steps ("uploaded": verified, not yet switched). Does nothing: a
+    seam where tests/test_flash_faults.py makes the device go away."""
+
+
 @dataclass
 class _Recorded:
     status: int = 1
@@ -182,6 +195,7 @@ class _Logged:
 # what would otherwise take several.
 _STATE = """
 mkdir -p -- "$1/releases" || exit 1
+rm -rf -- "$1"/.incoming-*
 for link in current previous; do
   target=$(readlink -- "$1/$link") && printf '%s=%s\\n' "$link" "$target"
 done
@@ -198,14 +212,21 @@ fi
 ln -sfn -- "$new" "$dir/.current.new" && mv -Tf -- "$dir/.current.new" "$dir/current"
 """
 # Move a verified upload into releases/, switch, then drop releases neither link names.
+# sync first: the hashes were checked against the page cache, and after a power cut `current`
+# must not name files that never reached the disk. A non-zero exit means `current` is unchanged.
 _COMMIT = """
 dir=$1 incoming=$2 id=$3 old=$4
-if [ -n "$incoming" ]; then mv -T -- "$incoming" "$dir/releases/$id" || exit 1; fi
+sync
+if [ -n "$incoming" ]; then  # replacing a damaged copy of this release, if any
+  rm -rf -- "$dir/releases/$id" && mv -T -- "$incoming" "$dir/releases/$id" || exit 1
+fi
 sh -c "$5" edgeprune "$dir" "releases/$id" "$old" || exit 1
+sync
 for r in "$dir"/releases/*; do
   name=${r##*/}
   [ "releases/$name" = "releases/$id" ] || [ "releases/$name" = "$old" ] || rm -rf -- "$r"
 done
+exit 0
 """
 
 
@@ -233,30 +254,90 @@ def _remote_hashes(remote: _Remote, folder: str, names: list[str]) -> dict[str, 
     return got
 
 
+def free_bytes(remote: _Remote, folder: str) -> int | None:
+    """Bytes available in ``folder`` on the device (``df -Pk``), None when df cannot tell."""
+    res = remote.run(["df", "-Pk", "--", folder], check=False)
+    try:
+        return int(res.stdout.strip().splitlines()[-1].split()[3]) * 1024
+    except (IndexError, ValueError):
+        return None
+
+
+def _runs(current: str | None) -> str:
+    """What the device runs after a failed flash, for the error message."""
+    if current:
+        return f"still runs release {current.split('/')[1]}"
+    return "has no release installed yet"
+
+
+def _discard(remote: _Remote, incoming: str, label: str) -> None:
+    """Remove a staging folder, best effort: after a lost connection the next flash does it."""
+    if not incoming or isinstance(remote, _DryRun):
+        return
+    try:
+        remote.run(["rm", "-rf", "--", incoming], check=False)
+    except ToolError as exc:  # never hide the fault that brought us here
+        log.warning("could not remove %s on %s (%s); the next flash removes it", incoming,
+                    label, exc.problem)
+
+
+def _check_space(remote: _Remote, artifacts: Path, entries: dict[str, str], remote_dir: str,
+                 label: str, state: dict[str, str]) -> None:
+    """Refuse before uploading when the release cannot fit beside the ones kept."""
+    if isinstance(remote, _DryRun):
+        return
+    need = sum(-(-(Path(artifacts) / n).stat().st_size // 4096) * 4096 for n in entries)
+    free = free_bytes(remote, remote_dir)
+    if free is None or free >= need:
+        return
+    fix = f"Free at least {(need - free) / 2**20:.1f} MiB on the device, then flash again"
+    previous = state.get("previous")
+    if previous and previous != state.get("current"):  # a successful flash drops it anyway
+        fix += (f"; the previous release is dropped by a successful flash anyway, so removing it"
+                f" is safe (only --rollback is lost): rm -rf -- {remote_dir}/{previous}")
+    raise ToolError(f"flash to {label}",
+                    f"{remote_dir} has {free / 2**20:.1f} MiB free, the new release needs "
+                    f"{need / 2**20:.1f} MiB; nothing was changed, the device "
+                    f"{_runs(state.get('current'))}", fix)
+
+
 def _upload_release(remote: _Remote, artifacts: Path, entries: dict[str, str],
-                    remote_dir: str, label: str) -> str:
+                    remote_dir: str, label: str, current: str | None) -> str:
     """Upload into a fresh .incoming-* folder and verify it; return that folder."""
     incoming = f"{remote_dir}/.incoming-{secrets.token_hex(6)}"
     names = sorted(entries)
     folders = sorted({str(PurePosixPath(n).parent) for n in names} - {"."})
-    remote.run(["mkdir", "-p", "--", incoming, *[f"{incoming}/{d}" for d in folders]])
     try:
+        remote.run(["mkdir", "-p", "--", incoming, *[f"{incoming}/{d}" for d in folders]])
         for name in names:
             upload(remote, Path(artifacts) / name, f"{incoming}/{name}")
         got = _remote_hashes(remote, incoming, names)
-        bad = [n for n in names if got.get(n) != entries[n]]
-        if bad and not isinstance(remote, _DryRun):
-            raise ToolError(
-                f"flash to {label}",
-                f"checksum mismatch on the device for {', '.join(bad)} (device "
-                f"{got.get(bad[0], 'no file')}, manifest {entries[bad[0]]}); the upload was "
-                "discarded and the device still runs its current release",
-                "Check the connection and free space on the device, then flash again",
-            )
+    except ToolError as exc:  # a lost connection, a full disk, ...
+        free = None
+        with contextlib.suppress(ToolError):  # measured before the partial files are removed
+            free = free_bytes(remote, remote_dir)
+        _discard(remote, incoming, label)
+        space = "" if free is None else f"; {remote_dir} had {free / 2**20:.1f} MiB free then"
+        raise ToolError(
+            f"flash to {label}",
+            f"the upload failed ({exc.what}: {exc.problem}){space}; nothing was switched, the "
+            f"device {_runs(current)}",
+            f"Check that the device is on and reachable and has free space in {remote_dir} "
+            "(df -h), then flash again; the next flash removes any partial upload",
+        ) from None
     except BaseException:
-        if not isinstance(remote, _DryRun):
-            remote.run(["rm", "-rf", "--", incoming], check=False)
+        _discard(remote, incoming, label)
         raise
+    bad = [n for n in names if got.get(n) != entries[n]]
+    if bad and not isinstance(remote, _DryRun):
+        _discard(remote, incoming, label)
+        raise ToolError(
+            f"flash to {label}",
+            f"checksum mismatch on the device for {', '.join(bad)} (device "
+            f"{got.get(bad[0], 'no file')}, manifest {entries[bad[0]]}); the upload was "
+            "discarded and the device still runs its current release",
+            "Check the connection and free space on the device, then flash again",
+        )
     return incoming
 
 
@@ -272,15 +353,33 @@ def _install(remote: _Remote, artifacts: Path, entries: dict[str, str], remote_d
     incoming = ""
     if not state.get("have") or _remote_hashes(remote, f"{remote_dir}/{new}",
                                                sorted(entries)) != entries:
-        incoming = _upload_release(remote, artifacts, entries, remote_dir, label)
-        if state.get("have"):  # a damaged copy of this release: replace it
-            remote.run(["rm", "-rf", "--", f"{remote_dir}/{new}"])
+        _check_space(remote, artifacts, entries, remote_dir, label, state)
+        incoming = _upload_release(remote, artifacts, entries, remote_dir, label, current)
     try:
-        remote.run(_sh(_COMMIT, remote_dir, incoming, rid, current or "", _SWITCH.strip()))
+        checkpoint("uploaded")
+        res = remote.run(_sh(_COMMIT, remote_dir, incoming, rid, current or "", _SWITCH.strip()),
+                         check=False)
+    except ToolError as exc:
+        _discard(remote, incoming, label)
+        # Unless the command never started (runners.ssh.ConnectionLost.started), the switch
+        # may have happened before the connection died: say both.
+        runs = _runs(current) if getattr(exc, "started", True) is False else \
+            f"runs release {current.split('/')[1] if current else '(none)'} or {rid}, whichever " \
+            "the switch left (each complete)"
+        raise ToolError(f"flash to {label}", f"switching to release {rid} failed ({exc.what}: "
+                        f"{exc.problem}); the device {runs}",
+                        "Check that the device is on and reachable, then flash again: it "
+                        "finishes or redoes the switch") from None
     except BaseException:
-        if incoming and not isinstance(remote, _DryRun):
-            remote.run(["rm", "-rf", "--", incoming], check=False)
+        _discard(remote, incoming, label)
         raise
+    if res.status != 0 and not isinstance(remote, _DryRun):
+        _discard(remote, incoming, label)
+        raise ToolError(f"flash to {label}", f"the device could not switch to release {rid} "
+                        f"(exit {res.status}: {res.stderr.strip()[-300:] or 'no output'}); "
+                        f"the device {_runs(current)}",
+                        f"Check free space and permissions in {remote_dir} on the device, then "
+                        "flash again")
     return rid, current.split("/")[1] if current else None, True
 
 

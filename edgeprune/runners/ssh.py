@@ -48,6 +48,14 @@ class CommandResult:
     stderr: str
 
 
+class ConnectionLost(ToolError):
+    """The connection to the device died; ``started`` is False when the command never ran."""
+
+    def __init__(self, what: str, problem: str, fix: str, *, started: bool) -> None:
+        super().__init__(what, problem, fix)
+        self.started = started
+
+
 class _UnknownHostKey(paramiko.SSHException):
     def __init__(self, hostname: str, key: paramiko.PKey) -> None:
         super().__init__(hostname)
@@ -177,6 +185,19 @@ class SshSession:
             self._client.close()
             self._client = None
 
+    def _lost(self, doing: str, *, started: bool) -> ConnectionLost | None:
+        """A ConnectionLost error if the transport is dead, else None (another failure)."""
+        transport = self._client.get_transport() if self._client else None
+        if transport is not None and transport.is_active():
+            return None
+        d = self.device
+        return ConnectionLost(
+            f"ssh {d.label}", f"the connection to the device was lost {doing}",
+            "Check that the device is on and reachable (reproduce with "
+            f"{shlex.join(['ssh', '-p', str(d.port), f'{d.user}@{d.host}', 'true'])}), then retry",
+            started=started,
+        )
+
     @property
     def client(self) -> paramiko.SSHClient:
         if self._client is None:
@@ -198,9 +219,10 @@ class SshSession:
         try:
             chan = self.client.get_transport().open_session(timeout=self.connect_timeout)
             chan.exec_command(line)
-        except (OSError, paramiko.SSHException) as exc:
-            raise ToolError(f"ssh {label}", f"cannot start {line!r} ({exc})",
-                            "Check the connection and retry") from None
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise self._lost(f"before {_short(line)!r} could start", started=False) or ToolError(
+                f"ssh {label}", f"cannot start {line!r} ({exc})", "Check the connection and retry"
+            ) from None
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout
         try:
@@ -223,6 +245,10 @@ class SshSession:
             status = chan.recv_exit_status()
         finally:
             chan.close()
+        if status == -1:  # closed without an exit status: maybe the connection died
+            lost = self._lost(f"while running {_short(line)!r}", started=True)
+            if lost:
+                raise lost
         result = CommandResult(tuple(argv), status, out.decode(errors="replace"),
                                err.decode(errors="replace"))
         log.debug("%s: %s → %d", label, line, status)
@@ -237,16 +263,18 @@ class SshSession:
     def put(self, local: Path, remote: str) -> None:
         try:
             self.sftp.put(str(local), remote)
-        except (OSError, paramiko.SSHException) as exc:
-            raise ToolError(f"upload to {self.device.label}:{remote}", f"failed ({exc})",
-                            "Check free space and permissions on the device, then retry") from None
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise self._lost(f"while uploading {local.name}", started=True) or ToolError(
+                f"upload to {self.device.label}:{remote}", f"failed ({exc})",
+                "Check free space and permissions on the device, then retry") from None
 
     def get(self, remote: str, local: Path) -> None:
         try:
             self.sftp.get(remote, str(local))
-        except (OSError, paramiko.SSHException) as exc:
-            raise ToolError(f"download from {self.device.label}:{remote}", f"failed ({exc})",
-                            "Check the connection and retry") from None
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise self._lost(f"while downloading {remote}", started=True) or ToolError(
+                f"download from {self.device.label}:{remote}", f"failed ({exc})",
+                "Check the connection and retry") from None
 
     def make_temp_dir(self, python: str) -> str:
         """A private (mode 700) folder on the device, made by the device's Python."""
@@ -279,6 +307,10 @@ def _is_our_temp_dir(path: str) -> bool:
     p = PurePosixPath(path)
     return p.is_absolute() and p.name.startswith(_TMP_PREFIX) and ".." not in p.parts \
         and "\n" not in path and len(p.parts) >= 3
+
+
+def _short(line: str, width: int = 60) -> str:
+    return line if len(line) <= width else line[:width - 3] + "..."
 
 
 def _tail(text: str, lines: int = 3) -> str:
