@@ -22,11 +22,12 @@ from edgeprune.cli import main
 
 
 def _tiny_keras_with(src: Path, dest: Path, mutate) -> Path:
-    """A copy of the tiny .keras file whose config.json was changed by ``mutate``."""
+    """A copy of the tiny .keras file whose config.json was changed by ``mutate``
+    (called with the model config and its list of layers)."""
     with zipfile.ZipFile(src) as z:
         files = {n: z.read(n) for n in z.namelist()}
     config = json.loads(files["config.json"])
-    mutate(config["config"]["layers"])
+    mutate(config, config["config"]["layers"])
     files["config.json"] = json.dumps(config).encode()
     with zipfile.ZipFile(dest, "w") as z:
         for name, data in files.items():
@@ -71,19 +72,19 @@ def hostile(tiny_files, tmp_path_factory) -> dict[str, Path]:
     m.v = tf.Variable(1.0)
     tf.saved_model.save(m, str(root / "plain_savedmodel"))  # no Keras metadata, no signatures
 
-    def import_module(layers):  # Keras would import this module while loading
-        _layer(layers, "Conv2D")["module"] = "antigravity"
+    def import_module(config, layers):  # Keras imports the model class's module on load
+        config.update(module="antigravity", class_name="Functional")
 
-    def os_system(layers):
+    def os_system(config, layers):
         _layer(layers, "Dense")["config"]["activation"] = {
             "module": "os", "class_name": "function", "config": "system",
             "registered_name": "system"}
 
-    def unknown_class(layers):
+    def unknown_class(config, layers):
         conv = _layer(layers, "Conv2D")
         conv.update(class_name="FancyConv", module=None, registered_name="FancyConv")
 
-    def write_file_op(layers):  # a TFOpLambda calling tf.io.write_file when the model runs
+    def write_file_op(config, layers):  # a TFOpLambda calling tf.io.write_file when the model runs
         relu = _layer(layers, "ReLU")
         relu.update(class_name="TFOpLambda", module="keras.layers", registered_name=None)
         relu["config"] = {"name": "relu", "trainable": True, "dtype": "float32",

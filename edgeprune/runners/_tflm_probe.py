@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
         for i in range(n_inputs):
             details = interp.get_input_details(i)
             if i == 0 and len(argv) > 3 and argv[3].endswith(".npy"):
-                x = np.load(argv[3])
+                x = np.load(argv[3], allow_pickle=False)
             else:
                 x = np.zeros(details["shape"], details["dtype"])
             try:
@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
             interp.print_allocations()
         return 0
 
-    inputs = np.load(argv[3])
+    inputs = np.load(argv[3], allow_pickle=False)
     out_index = int(argv[5]) if len(argv) > 5 else 0
     outputs = []
     for i, x in enumerate(inputs):

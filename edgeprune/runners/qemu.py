@@ -224,7 +224,7 @@ def measure_in_qemu(
                     "--outputs", str(run_dir / "outputs.npy"), "--mark"]
             report = _guest_run(arm, cpu, argv, run_dir / "count.txt" if counting else None,
                                 timeout)
-            outputs = np.load(run_dir / "outputs.npy")
+            outputs = np.load(run_dir / "outputs.npy", allow_pickle=False)
             per_inference = None
             if counting:
                 _total, start, end = _read_counts(run_dir / "count.txt")

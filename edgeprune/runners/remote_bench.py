@@ -100,7 +100,7 @@ def main(argv=None):
     out = interp.get_output_details()[0]
     shape = tuple(inp["shape"])
     if args.input:
-        samples = np.load(args.input)
+        samples = np.load(args.input, allow_pickle=False)
         if samples.shape == shape[1:]:
             samples = samples[None]
     else:

@@ -371,7 +371,7 @@ def run_on_device(
                             "--outputs", f"{remote}/outputs.npy"]
                     _runner_report(s, argv, command_timeout, remote_python)
                     s.get(f"{remote}/outputs.npy", local / "outputs.npy")
-                    outputs = np.load(local / "outputs.npy")
+                    outputs = np.load(local / "outputs.npy", allow_pickle=False)  # device data
             finally:
                 s.remove_temp_dir(remote)
     return DeviceRun(stats, outputs)

@@ -196,7 +196,7 @@ def run_tflm(
                     "Use measure_arena() to find the minimum, or pass a larger arena",
                 )
             raise _tool_error(model_path, arena_size, result)
-        out = np.load(dst)
+        out = np.load(dst, allow_pickle=False)
     out_shape = graph.tensors[graph.outputs[output_index]].shape
     if out_shape and out_shape[0] == 1 and out.ndim == len(out_shape) + 1:
         out = out.reshape((out.shape[0], *out_shape[1:]))
