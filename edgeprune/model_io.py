@@ -244,24 +244,8 @@ def load_model(path: Path, trust_model: bool = False) -> Any:
             f"has {len(model.inputs)} inputs and {len(model.outputs)} outputs",
             "edgeprune builds single-input, single-output models; split the model",
         )
-    if fmt == "savedmodel" and not trust_model:
-        _refuse_revived_layers(model, what)
     _check_input_shape(tuple(model.input_shape), what)
     return model
-
-
-def _refuse_revived_layers(model: Any, what: str) -> None:
-    """A SavedModel layer Keras could not rebuild from its config runs the file's TF graph."""
-    revived = [layer.name for layer in model.submodules
-               if type(layer).__module__.startswith("tf_keras.src.saving.legacy.saved_model")]
-    if revived:
-        raise ModelLoadError(
-            what,
-            f"has layer(s) {', '.join(revived[:4])} of classes Keras cannot rebuild; they would "
-            "run the TF graph stored in the file",
-            "Save the model as .keras with built-in layers, or pass --trust-model if you trust "
-            "this file",
-        )
 
 
 def _check_input_shape(shape: tuple[Any, ...], what: str) -> None:

@@ -102,21 +102,6 @@ def test_layers_calling_named_attributes_are_refused(cls):
         f"{cls} layer 'a' (calls an attribute named in the file)"]
 
 
-def test_savedmodel_layer_revived_from_its_graph_is_refused(tmp_path):
-    """A custom layer class Keras cannot rebuild would run the SavedModel's stored graph."""
-    keras = _tf.keras()
-
-    class Shift(keras.layers.Layer):  # not registered: Keras revives it from the graph
-        def call(self, x):
-            return x + 1.0
-
-    inputs = keras.Input((4,))
-    x = Shift(name="shift")(inputs)
-    keras.Model(inputs, keras.layers.Dense(2)(x)).save(tmp_path / "sm", save_format="tf")
-    with pytest.raises(ModelLoadError, match="shift.*--trust-model"):
-        model_io.load_model(tmp_path / "sm")
-
-
 def test_savedmodel_with_file_reading_graph_op_is_refused(tmp_path):
     from tensorflow.core.framework import node_def_pb2
     from tensorflow.core.protobuf import saved_model_pb2
