@@ -33,7 +33,8 @@ def _handle_errors(fn: Callable[..., int | None]) -> Callable[..., None]:
             click.echo(f"error: {exc}", err=True)
             code = exc.exit_code
         except KeyboardInterrupt:
-            click.echo("interrupted: no output folder was left behind", err=True)
+            click.echo("interrupted: no output folder was left behind; finished stages stay "
+                       "cached, rerun with --resume to reuse them", err=True)
             code = EXIT_INTERRUPTED
         except Exception as exc:  # a library or runtime failed in a way we did not foresee
             log.debug("traceback", exc_info=True)
@@ -172,6 +173,8 @@ def _on_target(device: str | None, known_hosts: Path | None, identity: Path | No
               help="Allow model files whose layers run stored Python code (Lambda).")
 @click.option("--strict", is_flag=True, help="Exit 1 also when a budget could not be checked.")
 @click.option("--tensorboard", is_flag=True, help="Write fine-tuning logs to OUT/<target>/logs.")
+@click.option("--resume", is_flag=True, help="Reuse the stages an earlier (crashed or "
+              "interrupted) build finished with the same inputs, from OUT/.edgeprune-cache.")
 @click.option("--all-targets", is_flag=True, help="Every shipped target, or `[ci] targets` of "
               "./edgeprune.toml; ends with a summary table.")
 @click.option("--junit", type=Path, help="Write a JUnit XML report (a case per target × check).")
@@ -179,7 +182,7 @@ def _on_target(device: str | None, known_hosts: Path | None, identity: Path | No
 @_handle_errors
 def build(target_specs: tuple[str, ...], model: Path | None, data: Path | None,
           val: Path | None, calib: Path | None, recipe_file: Path | None, out: Path,
-          trust_model: bool, strict: bool, tensorboard: bool, device: str | None,
+          trust_model: bool, strict: bool, tensorboard: bool, resume: bool, device: str | None,
           known_hosts: Path | None, identity: Path | None, remote_python: str, emulate: bool,
           all_targets: bool, junit: Path | None, **overrides: Any) -> int:
     """Prune, fine-tune, quantize and convert MODEL for each target, then check its budgets."""
@@ -193,7 +196,7 @@ def build(target_specs: tuple[str, ...], model: Path | None, data: Path | None,
     request = BuildRequest(
         model=model, data=data, val=val, calib=calib, recipe_file=recipe_file,
         overrides=overrides, out=out, trust_model=trust_model, strict=strict,
-        tensorboard=tensorboard,
+        tensorboard=tensorboard, resume=resume,
         on_target=_on_target(device, known_hosts, identity, remote_python, emulate),
     )
     runs = ci_report.build_targets(request, specs, lambda run: click.echo(
@@ -288,6 +291,25 @@ def report(folder: Path) -> None:
 
     for path in rerender(folder):
         click.echo(str(path))
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("folder", type=Path)
+@click.option("--json", "as_json", is_flag=True, help="Print the drift report as JSON.")
+@_handle_errors
+def verify(folder: Path, as_json: bool) -> int:
+    """Re-hash a build's artifacts and recorded inputs against its manifest.json.
+
+    FOLDER is OUT/<target> or OUT. Exit 0: nothing drifted; 1: an artifact changed, is missing
+    or is extra, an input changed, or the tools differ from the running ones.
+    """
+    from edgeprune.verify import render, verify_folder
+
+    results = verify_folder(folder)
+    drifted = any(r.drifted for r in results)
+    click.echo(json.dumps({"drifted": drifted, "builds": [r.to_dict() for r in results]},
+                          indent=2) if as_json else render(results))
+    return 1 if drifted else 0
 
 
 def _register_extra_commands() -> None:

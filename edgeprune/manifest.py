@@ -56,6 +56,11 @@ def sha256_path(path: Path) -> str:
     return h.hexdigest()
 
 
+def sha256_json(value: Any) -> str:
+    """The hash of a value's canonical JSON (sorted keys): same settings, same hash."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
 def write_manifest(folder: Path, target: Any, recipe: Any, request: Any) -> Path:
     artifacts = {
         p.relative_to(folder).as_posix(): sha256_file(p)
@@ -65,8 +70,8 @@ def write_manifest(folder: Path, target: Any, recipe: Any, request: Any) -> Path
     inputs = {}
     for name in ("model", "data", "val", "calib", "recipe_file"):
         path = getattr(request, name)
-        if path is not None:
-            inputs[name] = {"path": str(path), "sha256": sha256_path(Path(path))}
+        if path is not None:  # absolute, so `edgeprune verify` finds it from any folder
+            inputs[name] = {"path": str(Path(path).resolve()), "sha256": sha256_path(Path(path))}
     if target.source:
         inputs["target"] = {"path": target.source, "sha256": sha256_file(Path(target.source))}
     manifest = {
@@ -76,6 +81,9 @@ def write_manifest(folder: Path, target: Any, recipe: Any, request: Any) -> Path
         "versions": tool_versions(),
         "target": target.to_dict(),
         "recipe": recipe.to_dict(),
+        # What was built, independent of which files it came from (CLI options included).
+        "target_sha256": sha256_json(target.to_dict()),
+        "recipe_sha256": sha256_json(recipe.to_dict()),
     }
     path = folder / "manifest.json"
     path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgeprune import data as data_mod
-from edgeprune import fidelity, model_io
+from edgeprune import fidelity, model_io, stage_cache
 from edgeprune.errors import BadInputError, DataError
 from edgeprune.manifest import write_manifest
 from edgeprune.recipe import Recipe, resolve_recipe
@@ -57,6 +57,7 @@ class BuildRequest:
     strict: bool = False
     tensorboard: bool = False
     on_target: measure.OnTarget = field(default_factory=measure.OnTarget)
+    resume: bool = False  # reuse cached stage outputs (OUT/.edgeprune-cache) whose keys match
 
 
 @dataclass(frozen=True)
@@ -232,37 +233,51 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
     with timer.stage("load"):
         model = model_io.load_model(req.model, trust_model=req.trust_model)
         inputs = load_inputs(req, model, recipe)
+        key = stage_cache.input_key(
+            {"model": req.model, "data": req.data, "val": req.val, "calib": req.calib}, recipe)
     finetune.seed_everything(recipe.seed)
+    cache = stage_cache.StageCache.for_target(req.out, target.name, req.resume, recipe.seed,
+                                              req.trust_model)
 
     created_out = not req.out.exists()
     req.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=req.out))
     work.chmod(0o755)  # mkdtemp's 0700 would make the finished folder private
     try:
+        # Cached stages: each output is stored under a key chained from the previous stage's
+        # (stage_cache); --resume loads it instead of recomputing when the key matches.
         with timer.stage("baseline"):
-            base_tflite = convert.to_tflite(model, "none", None, target)
-            base_acc = _accuracy(base_tflite, inputs)
-            baseline = {
-                "accuracy": base_acc, "params": int(model.count_params()),
-                "macs": _tflite_macs(base_tflite), "sparsity": weight_sparsity(model),
-                "tflite_bytes": len(base_tflite), "gzip_bytes": gzip_size(base_tflite),
-            }
+            key = stage_cache.next_key(key, "baseline", recipe, target)
+            baseline = cache.run("baseline", key, lambda: _baseline(model, inputs, target),
+                                 stage_cache.save_json, stage_cache.load_json)
+            base_acc = baseline["accuracy"]
         with timer.stage("prune"):
-            pruned = prune.run(model, recipe, target, inputs)
+            key = stage_cache.next_key(key, "prune", recipe, target)
+            pruned = cache.run("prune", key, lambda: prune.run(model, recipe, target, inputs),
+                               stage_cache.save_pruned, cache.load_pruned)
         with timer.stage("finetune"):
             log_dir = work / "logs" if req.tensorboard else None
-            tuned = finetune.run(pruned, inputs, recipe, log_dir)
-            final_model = pruned.strip(tuned)
+            key = stage_cache.next_key(key, "finetune", recipe, target)
+            final_model = cache.run(  # with --tensorboard, its logs are wanted: always train
+                "finetune", key,
+                lambda: pruned.strip(finetune.run(pruned, inputs, recipe, log_dir)),
+                stage_cache.save_model, cache.load_model, reusable=log_dir is None)
         qat_model = None
         if recipe.quantize == "qat":
             with timer.stage("qat"):
-                wrapped = qat.prepare(final_model, recipe)
-                qat_model = finetune.run(wrapped, inputs, recipe, log_dir)
+                key = stage_cache.next_key(key, "qat", recipe, target)
+                wrapped, qat_model = cache.run(
+                    "qat", key, lambda: _qat(final_model, inputs, recipe, log_dir),
+                    stage_cache.never, stage_cache.never)
                 final_model = wrapped.strip(qat_model)
                 pruned.notes.extend(wrapped.notes)
         with timer.stage("convert"):
-            tflite = convert.to_tflite(final_model if qat_model is None else qat_model,
-                                       recipe.quantize, inputs.calib, target)
+            key = stage_cache.next_key(key, "convert", recipe, target)
+            tflite = cache.run(
+                "convert", key, lambda: convert.to_tflite(
+                    final_model if qat_model is None else qat_model, recipe.quantize,
+                    inputs.calib, target),
+                stage_cache.save_tflite, stage_cache.load_tflite)
             (work / "model.tflite").write_bytes(tflite)
         with timer.stage("artifacts"):
             device = artifacts.run(work / "model.tflite", work, target, inputs)
@@ -295,16 +310,39 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
             rep.update(quantization=quant, fidelity=fid, artifacts=device.report,
                        estimate=estimate, **on_target)
             rep["pruning_groups"] = pruned.groups
+            rep["reused_stages"] = list(cache.reused)
+            if cache.reused:
+                rep["notes"].append(f"--resume: reused the cached output of "
+                                    f"{', '.join(cache.reused)} ({cache.root})")
             report.write(work, rep)
             write_manifest(work, target, recipe, req)
         final = req.out / target.name
         _replace(work, final)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(work, ignore_errors=True)
-        if created_out:
+        # Keep finished stages' cache for --resume after a crash or Ctrl-C; bad input leaves
+        # nothing behind.
+        if created_out and (isinstance(exc, BadInputError) or not cache.root.exists()):
             shutil.rmtree(req.out, ignore_errors=True)
         raise
     return BuildOutcome(target, final, rep, check.exit_code(checks, req.strict))
+
+
+def _baseline(model: Any, inputs: data_mod.Inputs, target: TargetProfile) -> dict[str, Any]:
+    """The input model's figures, from its float32 .tflite."""
+    base_tflite = convert.to_tflite(model, "none", None, target)
+    return {
+        "accuracy": _accuracy(base_tflite, inputs), "params": int(model.count_params()),
+        "macs": _tflite_macs(base_tflite), "sparsity": weight_sparsity(model),
+        "tflite_bytes": len(base_tflite), "gzip_bytes": gzip_size(base_tflite),
+    }
+
+
+def _qat(model: Any, inputs: data_mod.Inputs, recipe: Recipe,
+         log_dir: Path | None) -> tuple[Any, Any]:
+    """The QAT wrapping (with its strip and notes) and the QAT-fine-tuned model."""
+    wrapped = qat.prepare(model, recipe)
+    return wrapped, finetune.run(wrapped, inputs, recipe, log_dir)
 
 
 def _replace(work: Path, final: Path) -> None:

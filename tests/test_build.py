@@ -32,7 +32,8 @@ def test_int8_build_writes_a_complete_folder(tiny_files, tmp_path):
     folder = out / "host"
     names = {p.name for p in folder.iterdir()}
     assert {"model.tflite", "report.json", "report.md", "report.html", "manifest.json"} <= names
-    assert [p.name for p in out.iterdir()] == ["host"]  # no temporary folder left
+    # no temporary folder left; the stage cache (for --resume) stays
+    assert sorted(p.name for p in out.iterdir()) == [".edgeprune-cache", "host"]
     rep = json.loads((folder / "report.json").read_text())
     assert set(rep) >= REPORT_KEYS
     assert rep["schema"] == "edgeprune.report/1"
@@ -148,7 +149,7 @@ def test_previous_build_is_replaced_only_on_success(tiny_files, tmp_path):
     bad = dict(tiny_files, data=tmp_path / "missing.npz")
     assert _build(bad, out, "--quantize", "none").exit_code == 2
     assert (out / "host" / "model.tflite").read_bytes() == before
-    assert sorted(p.name for p in out.iterdir()) == ["host"]
+    assert sorted(p.name for p in out.iterdir()) == [".edgeprune-cache", "host"]
 
 
 @pytest.mark.slow
@@ -170,7 +171,7 @@ def test_ctrl_c_during_finetune_leaves_no_folder(tiny_files, tmp_path):
     rest = proc.communicate(timeout=120)[1]
     assert proc.returncode == 130, "".join(seen) + rest
     assert "interrupted" in rest
-    assert not out.exists()
+    assert [p.name for p in out.iterdir()] == [".edgeprune-cache"]  # for --resume
 
 
 def test_check_command(tiny_tflite, tiny_files, tmp_path):

@@ -1,0 +1,214 @@
+"""Stage cache: each stage's output, keyed by the hash of everything it was computed from.
+
+Layout: ``OUT/.edgeprune-cache/<target>/<stage>-<key>/`` holding ``model.keras`` (a Keras
+model, saved with ``model.save``), ``model.tflite`` (bytes) and/or ``result.json`` (small
+results). An entry is written into a temporary folder and renamed into place, so an entry that
+exists is complete; a crash or Ctrl-C leaves only whole entries behind.
+
+Keys chain: ``key(stage) = sha256(key(previous stage), stage, the recipe/target fields the stage
+reads, edgeprune version)``; the first key hashes the input files. Changing one input therefore
+invalidates exactly the stages from the first one that reads it. Every build writes the cache;
+only ``--resume`` reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from edgeprune import __version__
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = ".edgeprune-cache"
+T = TypeVar("T")
+
+# What each cached stage reads from the recipe, beyond what the previous stage's key covers.
+# Keep in step with the stages: a field missing here would let a stale output be reused.
+RECIPE_FIELDS: dict[str, tuple[str, ...]] = {
+    "load": ("seed", "calib_samples"),  # the seeded hold-out split and calibration sample
+    "baseline": (),
+    "prune": ("prune", "sparsity", "criterion", "allocation", "l1", "l1_on", "l1_epochs",
+              "after_prune", "weight_sparsity", "keep", "batch_size", "learning_rate", "seed",
+              "search_minutes"),
+    "finetune": ("epochs", "batch_size", "learning_rate", "seed"),
+    "qat": ("quantize", "epochs", "batch_size", "learning_rate", "seed"),
+    "convert": ("quantize",),
+}
+
+
+def recipe_fields(stage: str, recipe: Any) -> dict[str, Any]:
+    """The recipe values ``stage`` reads (some pruners also read ``epochs`` or ``quantize``)."""
+    names = list(RECIPE_FIELDS[stage])
+    if stage == "prune":
+        # TF-MOT's schedule spans 2/3 of the epochs; the L1 phase defaults to --epochs; the
+        # retrain note names them; the budget search converts with the recipe's quantization.
+        if (recipe.prune in ("magnitude", "m-by-n", "hybrid") or recipe.after_prune == "retrain"
+                or (recipe.l1 > 0 and not recipe.l1_epochs)):
+            names.append("epochs")
+        if recipe.prune == "auto":
+            names.append("quantize")
+    return {name: getattr(recipe, name) for name in names}
+
+
+def target_fields(stage: str, target: Any, recipe: Any) -> dict[str, Any]:
+    """The target values ``stage`` reads: conversion reads the hardware kind (integer I/O),
+    channel pruning the channel multiple, the budget search the whole profile."""
+    if stage in ("baseline", "convert"):
+        return {"kind": target.hardware.kind}
+    if stage == "prune" and recipe.prune == "auto":
+        return {"profile": target.to_dict()}
+    if stage == "prune":
+        return {"channel_multiple": target.hardware.channel_multiple}
+    return {}
+
+
+def chain(previous: str, stage: str, **parts: Any) -> str:
+    """The key of ``stage``: a hash of the previous key, what the stage reads, our version."""
+    payload = json.dumps({"previous": previous, "stage": stage, "edgeprune": __version__,
+                          **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def input_key(paths: dict[str, Path | None], recipe: Any) -> str:
+    """The first key: the input files' hashes and what loading reads from the recipe."""
+    from edgeprune.manifest import sha256_path
+
+    hashes = {name: None if path is None else sha256_path(path) for name, path in paths.items()}
+    return chain("", "load", inputs=hashes, recipe=recipe_fields("load", recipe))
+
+
+def next_key(previous: str, stage: str, recipe: Any, target: Any) -> str:
+    return chain(previous, stage, recipe=recipe_fields(stage, recipe),
+                 target=target_fields(stage, target, recipe))
+
+
+@dataclass
+class StageCache:
+    """One target's cache folder; ``reused`` lists the stages taken from it in this build."""
+
+    root: Path
+    read: bool  # --resume
+    seed: int  # the recipe's: reset before each stage computes
+    trust_model: bool = False  # cached models are loaded as the input model was
+    reused: list[str] = field(default_factory=list)
+
+    @classmethod
+    def for_target(cls, out: Path, target: str, resume: bool, seed: int,
+                   trust_model: bool = False) -> StageCache:
+        return cls(out / CACHE_DIR / target, resume, seed, trust_model)
+
+    def run(self, stage: str, key: str, compute: Callable[[], T],
+            save: Callable[[T, Path], bool], load: Callable[[Path], T],
+            reusable: bool = True) -> T:
+        """``load`` the cached output of ``stage`` (with --resume), else ``compute`` and ``save``
+        it (``save`` returns False for outputs that cannot be cached)."""
+        entry = self.root / f"{stage}-{key}"
+        if self.read and reusable and entry.is_dir():
+            try:
+                value = load(entry)
+            except Exception as exc:  # a damaged entry is a miss, never a failed build
+                log.warning("%s: cached output in %s unreadable (%s); recomputing", stage,
+                            entry, exc)
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                self.reused.append(stage)
+                log.info("%-9s reused from %s", stage, entry)
+                return value
+        fresh_state(self.seed)
+        value = compute()
+        self._store(entry, lambda folder: save(value, folder))
+        return value
+
+    def load_model(self, folder: Path) -> Any:
+        from edgeprune import _tf
+
+        return _tf.keras().models.load_model(folder / "model.keras", compile=False,
+                                             safe_mode=not self.trust_model)
+
+    def load_pruned(self, folder: Path) -> Any:
+        from edgeprune.stages.prune import Pruned
+
+        return Pruned(model=self.load_model(folder), **load_json(folder))
+
+    def _store(self, entry: Path, save: Callable[[Path], bool]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.partial-", dir=self.root))
+        try:
+            if save(tmp) and not entry.exists():
+                tmp.rename(entry)
+        except Exception as exc:  # an output we cannot store only costs a later resume
+            log.warning("%s: not cached (%s: %s)", entry.name, type(exc).__name__, exc)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- savers and loaders: Keras models as .keras, .tflite as bytes, small results as JSON -----
+
+def save_json(value: Any, folder: Path) -> bool:
+    (folder / "result.json").write_text(
+        json.dumps(value, indent=1, sort_keys=True, default=_plain), encoding="utf-8")
+    return True
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars: json.dumps of the report takes them the same way
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def load_json(folder: Path) -> Any:
+    return json.loads((folder / "result.json").read_text(encoding="utf-8"))
+
+
+def save_tflite(blob: bytes, folder: Path) -> bool:
+    (folder / "model.tflite").write_bytes(blob)
+    return True
+
+
+def load_tflite(folder: Path) -> bytes:
+    return (folder / "model.tflite").read_bytes()
+
+
+def save_model(model: Any, folder: Path) -> bool:
+    model.save(folder / "model.keras")
+    return True
+
+
+# Fields of a ``Pruned`` that are not plain data; every other field is cached as JSON. The
+# model is saved as .keras; callbacks and strip are code, set only for TF-MOT-wrapped models,
+# which are not cached.
+PRUNED_CODE = ("model", "callbacks", "strip", "needs_training")
+
+
+def save_pruned(pruned: Any, folder: Path) -> bool:
+    if pruned.needs_training:  # TF-MOT-wrapped: masks, schedule and callbacks live in Python
+        return False
+    save_json({f.name: getattr(pruned, f.name) for f in dataclasses.fields(pruned)
+               if f.name not in PRUNED_CODE}, folder)
+    return save_model(pruned.model, folder)
+
+
+def never(value: Any, folder: Path) -> bool:
+    """For stages whose output cannot be cached (QAT: TF-MOT's wrappers)."""
+    return False
+
+
+def fresh_state(seed: int) -> None:
+    """Reseed and reset Keras' layer-name counters before a stage computes, so its output
+    depends only on its inputs — not on which earlier stages ran in this process or came from
+    the cache. Auto-generated layer names (``quantize_layer_1``) end up in .tflite tensor
+    names."""
+    from edgeprune import _tf
+    from edgeprune.stages.finetune import seed_everything
+
+    _tf.keras().backend.reset_uids()
+    seed_everything(seed)
