@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from edgeprune import __version__
-from edgeprune.errors import EdgepruneError
+from edgeprune.errors import BadInputError, EdgepruneError
 
 log = logging.getLogger("edgeprune")
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -178,18 +178,26 @@ def _on_target(device: str | None, known_hosts: Path | None, identity: Path | No
 @click.option("--all-targets", is_flag=True, help="Every shipped target, or `[ci] targets` of "
               "./edgeprune.toml; ends with a summary table.")
 @click.option("--junit", type=Path, help="Write a JUnit XML report (a case per target × check).")
+@click.option("--sweep", help="Comma-separated sparsities, e.g. 0.25,0.5,0.75: one build per "
+              "value into OUT/<target>-sweep/, compared in sweep.md/sweep.html with an "
+              "accuracy-vs-latency plot. Exit 0 when some variant meets every budget.")
 @_on_target_options
 @_handle_errors
 def build(target_specs: tuple[str, ...], model: Path | None, data: Path | None,
           val: Path | None, calib: Path | None, recipe_file: Path | None, out: Path,
           trust_model: bool, strict: bool, tensorboard: bool, resume: bool, device: str | None,
           known_hosts: Path | None, identity: Path | None, remote_python: str, emulate: bool,
-          all_targets: bool, junit: Path | None, **overrides: Any) -> int:
+          all_targets: bool, junit: Path | None, sweep: str | None, **overrides: Any) -> int:
     """Prune, fine-tune, quantize and convert MODEL for each target, then check its budgets."""
     from edgeprune import ci_report
+    from edgeprune import sweep as sweep_mod
 
     specs = ci_report.target_specs(target_specs, all_targets, Path.cwd())
+    ratios = None if sweep is None else sweep_mod.parse_ratios(sweep)
     if junit is not None:
+        if ratios is not None:
+            raise BadInputError("--junit", "is not written for --sweep",
+                                "Drop one of them: sweep, then build the chosen sparsity for CI")
         ci_report.check_junit_path(junit)
     from edgeprune.pipeline import BuildRequest  # TensorFlow: only once the input is valid
 
@@ -199,6 +207,13 @@ def build(target_specs: tuple[str, ...], model: Path | None, data: Path | None,
         tensorboard=tensorboard, resume=resume,
         on_target=_on_target(device, known_hosts, identity, remote_python, emulate),
     )
+    if ratios is not None:
+        for spec in specs:  # every target's recipe is checked before the first build
+            sweep_mod.check_recipe(request, spec)
+        outcomes = [sweep_mod.run(request, spec, ratios) for spec in specs]
+        for o in outcomes:
+            click.echo(f"{o.target}: {sweep_mod.verdict(o.summary)} → {o.folder}/sweep.html")
+        return max(o.exit_code for o in outcomes)
     runs = ci_report.build_targets(request, specs, lambda run: click.echo(
         f"error: {run.error}" if run.error else _summary_line(run.report, run.folder),
         err=run.error is not None))

@@ -233,6 +233,7 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
     with timer.stage("load"):
         model = model_io.load_model(req.model, trust_model=req.trust_model)
         inputs = load_inputs(req, model, recipe)
+        prune.check(model, recipe, inputs)
         key = stage_cache.input_key(
             {"model": req.model, "data": req.data, "val": req.val, "calib": req.calib}, recipe)
     finetune.seed_everything(recipe.seed)
@@ -314,10 +315,11 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
             if cache.reused:
                 rep["notes"].append(f"--resume: reused the cached output of "
                                     f"{', '.join(cache.reused)} ({cache.root})")
+            rep.update(pruned.report)  # e.g. "search": --prune auto's trajectory
             report.write(work, rep)
             write_manifest(work, target, recipe, req)
         final = req.out / target.name
-        _replace(work, final)
+        replace_folder(work, final)
     except BaseException as exc:
         shutil.rmtree(work, ignore_errors=True)
         # Keep finished stages' cache for --resume after a crash or Ctrl-C; bad input leaves
@@ -345,7 +347,7 @@ def _qat(model: Any, inputs: data_mod.Inputs, recipe: Recipe,
     return wrapped, finetune.run(wrapped, inputs, recipe, log_dir)
 
 
-def _replace(work: Path, final: Path) -> None:
+def replace_folder(work: Path, final: Path) -> None:
     """Rename the finished folder into place; the previous build is removed only afterwards."""
     if final.exists() and not final.is_dir():
         raise BadInputError(str(final), "exists and is not a folder", "Move it away")

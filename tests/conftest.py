@@ -6,37 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_models import blobs, tiny_classifier
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_classifier(input_shape=(8, 8, 1), classes: int = 3, seed: int = 0):
-    """Conv → BN → ReLU → GAP → Dense softmax: the smallest model with every stage's work."""
-    from edgeprune import _tf
-
-    keras = _tf.keras()
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input(input_shape, name="image")
-    x = keras.layers.Conv2D(8, 3, padding="same", name="conv")(inputs)
-    x = keras.layers.BatchNormalization(name="bn")(x)
-    x = keras.layers.ReLU(name="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    outputs = keras.layers.Dense(classes, activation="softmax", name="head")(x)
-    return keras.Model(inputs, outputs, name="tiny")
-
-
-def blobs(n: int = 120, input_shape=(8, 8, 1), classes: int = 3, seed: int = 0):
-    """Separable synthetic classes: horizontal stripes, vertical stripes, checkerboard, … —
-    textures a 3×3 conv detects and global pooling keeps."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, classes, n)
-    h, w = input_shape[:2]
-    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    patterns = [rows % 2, cols % 2, (rows + cols) % 2, (rows // 2 + cols // 2) % 2]
-    x = rng.normal(0, 0.1, (n, *input_shape)).astype(np.float32)
-    for i, label in enumerate(y):
-        x[i, :, :, 0] += patterns[label % len(patterns)]
-    return x, y.astype(np.int64)
 
 
 @pytest.fixture(scope="session")

@@ -382,3 +382,17 @@ def test_magnitude_without_epochs(tiny_files, tmp_path):
                                   "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "--epochs" in r.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--prune", "structured", "--keep", "convv"], "did you mean conv"),
+    (["--prune", "magnitude", "--epochs", "0"], "--epochs 1"),
+    (["--prune", "hybrid", "--epochs", "0"], "--epochs 1"),
+])
+def test_pruner_refusals_come_before_the_slow_stages(tiny_files, tmp_path, extra, needle):
+    r = CliRunner().invoke(main, ["build", "--target", "host", "--model",
+                                  str(tiny_files["model"]), "--data", str(tiny_files["data"]),
+                                  "--out", str(tmp_path / "o"), *extra])
+    assert r.exit_code == 2 and needle in r.output, r.output
+    assert "baseline" not in r.output  # refused right after loading
+    assert not (tmp_path / "o").exists()

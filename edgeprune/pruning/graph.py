@@ -326,11 +326,12 @@ def build_graph(
             f"use one of: {', '.join(UNKNOWN_LAYER_MODES)}",
         )
     flat = model_or_flat if isinstance(model_or_flat, FlatModel) else flatten_model(model_or_flat)
-    _check_keep(flat, keep)
+    check_keep(flat, keep)
     return ChannelGraph(flat, frozenset(keep), unknown_layers).run()
 
 
-def _check_keep(flat: FlatModel, keep: Iterable[str]) -> None:
+def check_keep(flat: FlatModel, keep: Iterable[str]) -> None:
+    """Every ``--keep`` name must be a layer (or nested model) of the model."""
     known = {op.name for op in flat.ops} | {op.layer.name for op in flat.ops}
     known |= {s for op in flat.ops for s in op.scopes}
     for name in keep:

@@ -61,6 +61,15 @@ def callbacks(log_dir: Path | None) -> list[Any]:
     return cbs
 
 
+def with_summaries(cbs: list[Any], log_dir: Path) -> list[Any]:
+    """``cbs`` plus TF-MOT's PruningSummaries (sparsity and schedule per layer, for
+    TensorBoard) when they drive TF-MOT pruning."""
+    keras_sparsity = _tf.tfmot().sparsity.keras
+    if any(isinstance(c, keras_sparsity.UpdatePruningStep) for c in cbs):
+        return [*cbs, keras_sparsity.PruningSummaries(log_dir=str(log_dir))]
+    return cbs
+
+
 def strip(model: Any) -> Any:
     return _tf.tfmot().sparsity.keras.strip_pruning(model)
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edgeprune import _tf
+from edgeprune import _tf, progress
 from edgeprune.data import Inputs, fit_split
 from edgeprune.recipe import Recipe
 from edgeprune.stages.prune import Pruned
@@ -34,9 +35,12 @@ def seed_everything(seed: int) -> None:
 def outputs_probabilities(model: Any) -> bool:
     """True when the model ends in a softmax (then the loss takes probabilities, not logits)."""
     last = model.layers[-1]
-    if type(last).__name__ == "Softmax":
+    layer = getattr(last, "layer", last)  # TF-MOT's prune/QAT wrappers hold the layer
+    if type(layer).__name__ == "Softmax":
         return True
-    activation = getattr(getattr(last, "layer", last), "activation", None)
+    activation = getattr(layer, "activation", None)
+    # QAT replaces the activation with a QuantizeAwareActivation that holds the original
+    activation = getattr(activation, "activation", activation)
     return getattr(activation, "__name__", "") == "softmax"
 
 
@@ -80,6 +84,9 @@ def run(pruned: Pruned, inputs: Inputs, recipe: Recipe, log_dir: Path | None) ->
     """The fine-tuned model (still wrapped if TF-MOT wrapped it); unchanged when not trained."""
     if recipe.epochs == 0 or inputs.train is None:  # pruners that need training refuse this
         return pruned.model
+    if pruned.skip_finetune:  # nothing was pruned: training the input model only perturbs it
+        log.info("fine-tuning skipped: %s", pruned.skip_finetune)
+        return pruned.model
     keras = _tf.keras()
     seed_everything(recipe.seed)
     model = pruned.model
@@ -98,7 +105,12 @@ def run(pruned: Pruned, inputs: Inputs, recipe: Recipe, log_dir: Path | None) ->
             )
         )
     if log_dir is not None:
+        from edgeprune.pruning import tfmot
+
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False))
+        callbacks = tfmot.with_summaries(callbacks, log_dir)
+    callbacks.append(progress.keras_callback(recipe.epochs,
+                                             math.ceil(len(train) / recipe.batch_size)))
     with deferred_interrupt(model):
         history = model.fit(
             train.x,
@@ -113,4 +125,8 @@ def run(pruned: Pruned, inputs: Inputs, recipe: Recipe, log_dir: Path | None) ->
     epochs_run = len(history.history.get("loss", []))
     log.info("fine-tuned %d epoch(s); monitor-split accuracy %s", epochs_run,
              history.history.get("val_accuracy", ["n/a"])[-1])
+    if pruned.recalibrate_bn:
+        from edgeprune.pruning.batchnorm import bn_sample, recalibrate_bn
+
+        recalibrate_bn(model, bn_sample(train.x, recipe.seed))
     return model

@@ -40,6 +40,11 @@ class Pruned:
     groups: list[dict[str, Any]] = field(default_factory=list)
     # Extra report.json sections, e.g. {"search": …} from --prune auto.
     report: dict[str, Any] = field(default_factory=dict)
+    # Non-empty: why the fine-tune stage is skipped (the pruner left the model as it was).
+    skip_finetune: str = ""
+    # Channels were cut: batch-norm statistics are re-estimated after fine-tuning too, since
+    # its moving averages lag the weights it changed (pruning/batchnorm.py).
+    recalibrate_bn: bool = False
 
 
 Pruner = Callable[[Any, Recipe, TargetProfile, Inputs], Pruned]
@@ -207,9 +212,10 @@ def _structured(
     sparsity: float | dict[int, float],
 ) -> Any:  # fmt: skip
     from edgeprune.pruning import prune_structured
+    from edgeprune.pruning.batchnorm import BN_SAMPLES, bn_sample, recalibrate_bn
 
     labelled = (inputs.train.x, inputs.train.y) if inputs.train is not None else None
-    return prune_structured(
+    result = prune_structured(
         model,
         sparsity=sparsity,
         criterion=recipe.criterion,
@@ -219,6 +225,15 @@ def _structured(
         calib=inputs.calib,
         data=labelled,
     )
+    # The batch-norm statistics of the cut model (pruning/batchnorm.py): from the samples
+    # fine-tuning trains on, else calibration samples (no labels needed).
+    samples = fit_split(inputs.train, recipe.seed)[0].x if inputs.train is not None else (
+        inputs.calib)
+    if samples is not None and recalibrate_bn(result.model, bn_sample(samples, recipe.seed)):
+        n = min(len(samples), BN_SAMPLES)
+        result.notes.append(f"batch-norm statistics re-estimated on {n} samples after the cut "
+                            "(adaptive BN)")
+    return result
 
 
 @register_pruner("structured")
@@ -248,6 +263,7 @@ def prune_channels(model: Any, recipe: Recipe, target: TargetProfile, inputs: In
         model=pruned,
         layers=result.layers,
         groups=groups,
+        recalibrate_bn=True,
         notes=[
             f"structured pruning removed {recipe.sparsity:.0%} of prunable channels "
             f"({recipe.criterion} importance, {recipe.allocation} allocation, kept counts "
@@ -276,19 +292,32 @@ def prune_auto(model: Any, recipe: Recipe, target: TargetProfile, inputs: Inputs
     """Budget-driven channel pruning: cut until the target's budgets are met (pruning/search)."""
     from edgeprune.pruning.search import SearchConfig, search
 
-    if inputs.train is None:
-        raise RecipeError(
-            "--prune auto",
-            "scores each pruning step by a short fine-tune, so it needs labelled training data",
-            "Pass --data TRAIN.npz (with x and y), or use --prune structured",
-        )
     result = search(
         model, target, inputs.train, quantize=recipe.quantize, calib=inputs.calib,
         config=SearchConfig(minutes=recipe.search_minutes), criterion=recipe.criterion,
         keep=recipe.keep, seed=recipe.seed, batch_size=recipe.batch_size,
         learning_rate=recipe.learning_rate,
     )
-    return Pruned(model=result.model, notes=result.notes, report={"search": result.report})
+    unpruned = len(result.report["trajectory"]) == 1  # no step taken: the input model as is
+    return Pruned(model=result.model, notes=result.notes, report={"search": result.report},
+                  skip_finetune="--prune auto took no pruning step" if unpruned else "",
+                  recalibrate_bn=True)
+
+
+def check(model: Any, recipe: Recipe, inputs: Inputs) -> None:
+    """What the pruner would refuse, checked right after loading, before the slow stages."""
+    if recipe.prune in ("magnitude", "m-by-n", "hybrid"):
+        _needs_training(recipe, inputs)
+    if recipe.prune in ("structured", "hybrid"):
+        _check_channel_inputs(recipe, inputs)
+    if recipe.prune == "auto" and inputs.train is None and inputs.calib is None:
+        raise RecipeError("--prune auto", "needs samples to score pruning steps on",
+                          "Pass --data TRAIN.npz (labelled), or at least --calib")
+    if recipe.keep:
+        from edgeprune.pruning.graph import check_keep
+        from edgeprune.pruning.ir import flatten_model
+
+        check_keep(flatten_model(model), recipe.keep)
 
 
 def run(model: Any, recipe: Recipe, target: TargetProfile, inputs: Inputs) -> Pruned:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune import _tf
+from edgeprune import _tf, progress
 from edgeprune.errors import BadInputError, DataError, RecipeError
 from edgeprune.targets import TargetProfile
 
@@ -88,7 +88,7 @@ def check_model_for_target(graph: Any, target: TargetProfile, what: str) -> None
 
 
 def representative_dataset(calib: np.ndarray) -> Iterator[list[np.ndarray]]:
-    for sample in calib:
+    for sample in progress.track(calib, len(calib), "calibrating", "sample"):
         yield [sample[None].astype(np.float32)]
 
 

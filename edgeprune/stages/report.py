@@ -79,7 +79,7 @@ def _measurement_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
     ]
 
 
-def _md_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def md_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -100,26 +100,26 @@ def render_md(report: dict[str, Any]) -> str:
         "",
         "## Before and after",
         "",
-        _md_table(("", "baseline (float32)", "result"), _comparison_rows(report)),
+        md_table(("", "baseline (float32)", "result"), _comparison_rows(report)),
         "",
         "## Checks",
         "",
-        _md_table(
+        md_table(
             ("", "check", "value", "budget", "unit", "method", "rule"), _check_rows(report)
         ),
         "",
         "## Measurements",
         "",
-        _md_table(
+        md_table(
             ("quantity", "value", "unit", "method", "where", "how"), _measurement_rows(report)
         ),
         "",
     ]
     if report.get("search"):
         parts += ["## Budget search (--prune auto)", "",
-                  _md_table(SEARCH_HEADER, _search_rows(report["search"])), ""]
+                  md_table(SEARCH_HEADER, _search_rows(report["search"])), ""]
     for title, rows in _details(report):
-        parts += [f"## {title}", "", _md_table(("", ""), rows), ""]
+        parts += [f"## {title}", "", md_table(("", ""), rows), ""]
     if report.get("notes"):
         parts += ["## Notes", "", *[f"- {n}" for n in report["notes"]], ""]
     if report["layers"]:
@@ -132,7 +132,7 @@ def render_md(report: dict[str, Any]) -> str:
             for r in report["layers"]
         ]
         header = ("layer", "type", "params", "MACs", "channels before", "after", "sparsity")
-        parts += ["## Layers", "", _md_table(header, rows), ""]
+        parts += ["## Layers", "", md_table(header, rows), ""]
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in report["timings_s"].items())
     parts += ["## Stage timings", "", timings, ""]
     return "\n".join(parts)
@@ -170,7 +170,7 @@ def _details(report: dict[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
     ]
 
 
-def _html_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def html_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
@@ -210,19 +210,19 @@ def _search_html(search: dict[str, Any] | None) -> str:
                f"{_fmt(search.get('seconds'), 1)} s; accuracy is the short fine-tune's, on a "
                "split of the training data</p>")
     return (_img(plots.search_trajectory(search), "search trajectory") + summary
-            + _html_table(SEARCH_HEADER, _search_rows(search)))
+            + html_table(SEARCH_HEADER, _search_rows(search)))
 
 
 def _fidelity_html(fid: dict[str, Any] | None) -> str:
     if not fid:
         return ""
     scalars = {k: v for k, v in fid.items() if not isinstance(v, list | dict)}
-    out = _html_table(("figure", "value"), _detail_rows(scalars))
+    out = html_table(("figure", "value"), _detail_rows(scalars))
     for key, value in fid.items():
         if isinstance(value, list) and value and isinstance(value[0], dict):
             header = tuple(value[0])
             rows = [tuple(_fmt(r.get(h)) for h in header) for r in value]
-            out += f"<h3>{html.escape(key)}</h3>" + _html_table(header, rows)
+            out += f"<h3>{html.escape(key)}</h3>" + html_table(header, rows)
     return out
 
 
@@ -240,28 +240,36 @@ def render_html(report: dict[str, Any]) -> str:
         for r in report["layers"]
     ]
     sections = [
-        ("Budgets", _img(plots.budget_panel(report), "budget panel") + _html_table(
+        ("Budgets", _img(plots.budget_panel(report), "budget panel") + html_table(
             ("", "check", "value", "budget", "unit", "method", "rule"), _check_rows(report))),
-        ("Before and after", _html_table(("", "baseline", "result"), _comparison_rows(report))),
+        ("Before and after", html_table(("", "baseline", "result"), _comparison_rows(report))),
         ("Channels per layer", _img(plots.layer_channels(report), "channels per layer")
-         + _html_table(("layer", "type", "params", "MACs", "channels before", "after",
+         + html_table(("layer", "type", "params", "MACs", "channels before", "after",
                         "sparsity"), layer_rows)),
         (f"Where the time goes on {target['name']}",
          _img(plots.top_ops(per_op, f"top ops, estimated for {target['name']}"), "top ops")),
         ("Fidelity of the emitted model", _fidelity_html(report.get("fidelity"))),
-        *[(title, _html_table(("", ""), rows)) for title, rows in _details(report)],
+        *[(title, html_table(("", ""), rows)) for title, rows in _details(report)],
         ("Sensitivity", _img(plots.sensitivity(report.get("sensitivity") or []), "sensitivity")),
         ("Budget search (--prune auto)", _search_html(report.get("search"))),
-        ("Measurements", _html_table(("quantity", "value", "unit", "method", "where", "how"),
+        ("Measurements", html_table(("quantity", "value", "unit", "method", "where", "how"),
                                      _measurement_rows(report))),
         ("Notes", "".join(f"<p>{html.escape(n)}</p>" for n in report.get("notes", []))),
-        ("Recipe", _html_table(("key", "value"), _detail_rows(report["recipe"]))),
-        ("Target", _html_table(("key", "value"), _detail_rows(target))),
-        ("Versions and timings", _html_table(("key", "value"), _detail_rows(
+        ("Recipe", html_table(("key", "value"), _detail_rows(report["recipe"]))),
+        ("Target", html_table(("key", "value"), _detail_rows(target))),
+        ("Versions and timings", html_table(("key", "value"), _detail_rows(
             {"versions": report["versions"], "timings_s": report["timings_s"]}))),
     ]
+    return html_page(f"edgeprune report — {target['name']}", verdict(report), colour,
+                     target.get("description", ""), sections)
+
+
+def html_page(title: str, verdict_text: str, colour: str, lead: str,
+              sections: list[tuple[str, str]]) -> str:
+    """A self-contained page: inline CSS, embedded images, no scripts, no external resources.
+    ``sections`` are (heading, HTML) pairs; empty ones are left out."""
     body = "".join(f"<h2>{html.escape(t)}</h2>{c}" for t, c in sections if c)
-    title = html.escape(f"edgeprune report — {target['name']}")
+    title = html.escape(title)
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>{title}</title><style>"
@@ -272,8 +280,8 @@ def render_html(report: dict[str, Any]) -> str:
         f".verdict{{color:{colour};font-weight:bold;font-size:1.3em;border-left:.3em solid "
         f"{colour};padding-left:.5em}}"
         "</style></head><body>"
-        f"<h1>{title}</h1><p class='verdict'>{html.escape(verdict(report))}</p>"
-        f"<p>{html.escape(target.get('description', ''))}</p>{body}</body></html>"
+        f"<h1>{title}</h1><p class='verdict'>{html.escape(verdict_text)}</p>"
+        f"<p>{html.escape(lead)}</p>{body}</body></html>"
     )
 
 

@@ -24,12 +24,20 @@ def _pyplot() -> Any:
     return plt
 
 
-def _to_uri(fig: Any) -> str:
+def _png(fig: Any) -> bytes:
     plt = _pyplot()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return buf.getvalue()
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _to_uri(fig: Any) -> str:
+    return data_uri(_png(fig))
 
 
 def budget_panel(report: dict[str, Any]) -> str | None:
@@ -128,7 +136,7 @@ def search_trajectory(search: dict[str, Any] | None) -> str | None:
     cost_ax.legend()
     acc_ax.plot(xs, [(s.get("accuracy") or float("nan")) * 100 for s in steps], marker="o",
                 color="#1f4e8c")
-    acc_ax.set_ylabel("accuracy % (monitor split)")
+    acc_ax.set_ylabel("accuracy % (scoring split)")
     acc_ax.set_xlabel("search step")
     for s in steps[1:]:
         acc_ax.annotate(f"{s['layers'][0] if s['layers'] else ''}\n{s['channels_before']}→"
@@ -136,3 +144,36 @@ def search_trajectory(search: dict[str, Any] | None) -> str | None:
                         fontsize=6, ha="center", va="top", xytext=(0, -4),
                         textcoords="offset points")
     return _to_uri(fig)
+
+
+def sweep_plot(summary: dict[str, Any]) -> bytes | None:
+    """--sweep: accuracy against latency per variant; filled = meets every budget, with the
+    latency and accuracy budgets drawn where the target has them."""
+    rows = [r for r in summary["variants"]
+            if r["latency_ms"] is not None and r["accuracy"] is not None]
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for r in rows:
+        colour = _COLOURS[bool(r["passed"])]
+        ax.scatter(r["latency_ms"], r["accuracy"] * 100, s=48, color=colour,
+                   facecolors=colour if r["passed"] else "none", linewidths=1.5)
+        ax.annotate(f"{r['sparsity']:g}", (r["latency_ms"], r["accuracy"] * 100),
+                    xytext=(5, 4), textcoords="offset points")
+    checks = rows[0]["checks"]
+    if (checks.get("latency") or {}).get("budget"):
+        ax.axvline(checks["latency"]["budget"], color="black", linewidth=1, linestyle="--",
+                   label="latency budget")
+    base = summary["baseline"].get("accuracy")
+    drop = (checks.get("accuracy_drop") or {}).get("budget")
+    if base is not None and drop is not None:
+        ax.axhline(base * 100 - drop, color="#8c8c8c", linewidth=1, linestyle=":",
+                   label="accuracy floor (input − drop budget)")
+    methods = sorted({r["latency_method"] or "?" for r in rows})
+    ax.set_xlabel(f"latency ms on {summary['target']['name']} ({', '.join(methods)})")
+    ax.set_ylabel("accuracy % (emitted .tflite, held-out data)")
+    ax.set_title("filled: meets every budget · label: sparsity", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower right")
+    return _png(fig)
