@@ -42,10 +42,14 @@ def test_calibration_counts_samples(terminal):
 def test_bars_are_off_when_quiet_or_not_a_terminal(monkeypatch):
     monkeypatch.setattr(progress.sys, "stderr", io.StringIO())  # not a TTY
     assert not progress.enabled()
-    logger = logging.getLogger("edgeprune")
-    monkeypatch.setattr(logger, "level", logging.WARNING)  # -q
     monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: True)
-    assert not progress.enabled()
+    logger = logging.getLogger("edgeprune")
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # -q (setLevel, not the attribute: it clears the cache)
+    try:
+        assert not progress.enabled()
+    finally:
+        logger.setLevel(level)
 
 
 def _event_tags(folder) -> set[str]:
