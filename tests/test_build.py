@@ -1,15 +1,11 @@
 """End-to-end `edgeprune build` on a tiny model (in-process via click's runner)."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from interrupt import interrupt_in_finetune
 
 from edgeprune.cli import main
 from edgeprune.manifest import sha256_file
@@ -155,22 +151,12 @@ def test_previous_build_is_replaced_only_on_success(tiny_files, tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_during_finetune_leaves_no_folder(tiny_files, tmp_path):
     out = tmp_path / "o"
-    cmd = [sys.executable, "-m", "edgeprune", "build", "--target", "host", "--model",
+    cmd = ["build", "--target", "host", "--model",
            str(tiny_files["model"]), "--data", str(tiny_files["data"]), "--out", str(out),
            "--prune", "magnitude", "--epochs", "400"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        if line.startswith("finetune") and "…" in line:
-            break
-    time.sleep(3)  # inside model.fit
-    assert (out / "host").exists() is False and out.exists()  # partial folder is hidden
-    proc.send_signal(signal.SIGINT)
-    rest = proc.communicate(timeout=120)[1]
-    assert proc.returncode == 130, "".join(seen) + rest
-    assert "interrupted" in rest
+    code, err, visible = interrupt_in_finetune(cmd, out, delay=3, timeout=120)
+    assert not visible and out.exists()  # the partial folder is hidden
+    assert code == 130 and "interrupted" in err, err
     assert [p.name for p in out.iterdir()] == [".edgeprune-cache"]  # for --resume
 
 

@@ -1,15 +1,11 @@
 """Resumable builds: stage outputs cached under OUT/.edgeprune-cache, reused by --resume."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from interrupt import interrupt_in_finetune
 
 from edgeprune import stage_cache
 from edgeprune.cli import main
@@ -43,20 +39,8 @@ def test_resume_after_ctrl_c_in_finetune_matches_an_uninterrupted_build(tiny_fil
     recipe = ("--prune", "structured", "--sparsity", "0.5", "--epochs", "150",
               "--quantize", "int8")
     out = tmp_path / "o"
-    proc = subprocess.Popen([sys.executable, "-m", "edgeprune",
-                             *_args(tiny_files, out, *recipe, data=small)],
-                            stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        if line.startswith("finetune") and "…" in line:
-            break
-    time.sleep(2)  # inside model.fit
-    proc.send_signal(signal.SIGINT)
-    rest = proc.communicate(timeout=300)[1]
-    assert proc.returncode == 130, "".join(seen) + rest
-    assert "--resume" in rest
+    code, err, _ = interrupt_in_finetune(_args(tiny_files, out, *recipe, data=small), out)
+    assert code == 130 and "--resume" in err, err
     assert not (out / "host").exists()
     assert _cached_stages(out) == ["baseline", "prune"]  # whole entries only; no fine-tune
 
