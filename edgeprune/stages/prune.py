@@ -181,7 +181,7 @@ def _l1_phase(model: Any, recipe: Recipe, train: Labelled) -> tuple[Any, str]:
 
 def _sensitivity_ratios(
     model: Any, recipe: Recipe, train: Labelled
-) -> tuple[dict[int, float], str]:
+) -> tuple[dict[int, float], str, list[dict[str, Any]]]:
     """Per-group ratios from a no-fine-tuning sensitivity scan on (a seeded subset of) ``train``."""
     from edgeprune.pruning import sensitivity
     from edgeprune.pruning.policy import allocate_by_sensitivity
@@ -195,7 +195,7 @@ def _sensitivity_ratios(
     return ratios, (
         f"sensitivity allocation: each group pruned alone at 25/50/75 % on {len(idx)} training "
         f"samples (no fine-tuning); fragile groups keep more: {spread or 'no prunable groups'}"
-    )
+    ), rows
 
 
 def reinitialise(model: Any, seed: int) -> Any:
@@ -244,8 +244,9 @@ def prune_channels(model: Any, recipe: Recipe, target: TargetProfile, inputs: In
         model, note = _l1_phase(model, recipe, inputs.train)
         notes.append(note)
     sparsity: float | dict[int, float] = recipe.sparsity
+    extra: dict[str, Any] = {}
     if recipe.allocation == "sensitivity" and inputs.train is not None:
-        sparsity, note = _sensitivity_ratios(model, recipe, inputs.train)
+        sparsity, note, extra["sensitivity"] = _sensitivity_ratios(model, recipe, inputs.train)
         notes.append(note)
     result = _structured(model, recipe, target, inputs, sparsity)
     groups = result.groups
@@ -264,6 +265,7 @@ def prune_channels(model: Any, recipe: Recipe, target: TargetProfile, inputs: In
         layers=result.layers,
         groups=groups,
         recalibrate_bn=True,
+        report=extra,  # the sensitivity scan, plotted in report.html
         notes=[
             f"structured pruning removed {recipe.sparsity:.0%} of prunable channels "
             f"({recipe.criterion} importance, {recipe.allocation} allocation, kept counts "
@@ -283,7 +285,7 @@ def prune_hybrid(model: Any, recipe: Recipe, target: TargetProfile, inputs: Inpu
         channels.model, replace(recipe, sparsity=recipe.weight_sparsity), target, inputs
     )
     weights.notes = [*channels.notes, *weights.notes]
-    weights.groups = channels.groups
+    weights.groups, weights.report = channels.groups, channels.report
     return weights
 
 

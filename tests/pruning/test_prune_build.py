@@ -65,6 +65,10 @@ def test_new_channel_options_reach_the_recipe_and_notes(tiny_files, tmp_path, na
     notes = " | ".join(rep["notes"])
     for needle in ("L1 sparsity phase", "sensitivity allocation", "re-initialised"):
         assert needle in notes
+    # the scan behind the allocation reaches report.json and its chart report.html
+    assert {row["ratio"] for row in rep["sensitivity"]} == {0.25, 0.5, 0.75}
+    page = (out / "narrow" / "report.html").read_text()
+    assert "<h2>Sensitivity</h2><img src='data:image/png;base64," in page
 
 
 @pytest.mark.parametrize(
