@@ -16,9 +16,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeprune.errors import BadInputError, RecipeError
+
+if TYPE_CHECKING:  # the pipeline imports TensorFlow
+    from edgeprune.pipeline import BuildRequest
 
 log = logging.getLogger(__name__)
 SCHEMA = "edgeprune.sweep/1"
@@ -52,7 +55,7 @@ def parse_ratios(text: str) -> tuple[float, ...]:
     return tuple(sorted(ratios))
 
 
-def check_recipe(request: Any, spec: str) -> None:
+def check_recipe(request: BuildRequest, spec: str) -> None:
     """Refuse a sweep whose resolved pruning method takes no sparsity, before any build."""
     from edgeprune.recipe import resolve_recipe
     from edgeprune.targets import load_target
@@ -82,7 +85,7 @@ def variant_row(sparsity: float, rep: dict[str, Any], exit_code: int) -> dict[st
     }
 
 
-def run(request: Any, spec: str, ratios: tuple[float, ...]) -> SweepOutcome:
+def run(request: BuildRequest, spec: str, ratios: tuple[float, ...]) -> SweepOutcome:
     """Build ``spec`` once per ratio into ``OUT/<target>-sweep`` and compare the variants."""
     from edgeprune.pipeline import build, replace_folder
 

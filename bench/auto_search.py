@@ -1,0 +1,415 @@
+"""--prune auto on the bundled digits example: budgets met, and auto against uniform pruning.
+
+    nice -n 10 .venv/bin/python bench/auto_search.py [--phase all|profiles|budget|compare|rank|md]
+
+Phases (results accumulate in bench/auto_search.json, so a phase can be re-run alone):
+
+- profiles: convert the dense example to int8, estimate it for rpi4 and cortex-m7, and write
+  bench/<target>-40pct.toml (``inherit`` the shipped profile) with a latency budget of 40 % of
+  that estimate.
+- budget: ``edgeprune build --prune auto`` (through ``pipeline.build``) on rpi4-40pct and
+  cortex-m7-40pct: does it meet every budget, with accuracy within 1 point of float?
+- compare: for rpi4 at 50/40/35/30/25 % of the dense latency: the smallest uniform ``--sparsity``
+  (l1, channel multiple 8) whose estimated latency L is at or below that level (bisection);
+  ``--prune structured`` with it, and ``--prune auto`` with L as its latency budget
+  (bench/rpi4-u<P>pct.toml), so auto is never the slower one; same fine-tuning, two seeds.
+  Accuracy is the emitted int8 .tflite's on examples/digits/val.npz (the build's figure).
+- rank: the search with every proposal short-fine-tuned (``screen=None``): how well the
+  proxy (adaptive-BN loss per unit of cost removed, no training) ranks proposals against the
+  same measure after the short fine-tune.
+- md: write bench/auto_search.md from the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench"
+RESULTS = BENCH / "auto_search.json"
+OUT = REPO / "build" / "bench-auto"
+# Fine-tuning of every build here, auto and uniform alike: the recipe's (10 epochs at 1e-3,
+# early stopping on the fine-tune stage's monitor split).
+FT = {"epochs": 10}
+SEARCH_MINUTES = 30.0  # a loaded shared machine: never let the limit decide the comparison
+TARGETS = ("rpi4", "cortex-m7")  # budget runs at 40 % of the dense latency
+COMPARE = (50, 40, 35, 30, 25)  # rpi4 levels (% of dense latency): auto against uniform
+SEEDS = (0, 1)
+log = logging.getLogger("bench")
+
+
+def _load() -> dict[str, Any]:
+    return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+
+
+def _save(results: dict[str, Any]) -> None:
+    RESULTS.write_text(json.dumps(results, indent=1, default=float) + "\n")
+
+
+def _example() -> tuple[Any, dict[str, Path]]:
+    from edgeprune import model_io
+    from edgeprune.resources import example_inputs
+
+    ex = example_inputs()
+    return model_io.load_model(ex["model"]), ex
+
+
+def _profile_path(target: str, pct: int | str) -> Path:
+    return BENCH / f"{target}-{pct}pct.toml"
+
+
+def _write_profile(path: Path, target: str, budget: float, why: str) -> None:
+    path.write_text(f"# Written by bench/auto_search.py: {why}.\n"
+                    f'inherit = "{target}"\nname = "{path.stem}"\n'
+                    f'description = "{target}, {why} (bench)"\n\n'
+                    f"[budgets]\nlatency_ms = {budget}\n")
+
+
+def phase_profiles(results: dict[str, Any]) -> None:
+    from edgeprune.pruning.anchor import estimate_costs
+    from edgeprune.stages.convert import to_tflite
+    from edgeprune.targets import load_target
+
+    model, ex = _example()
+    calib = np.load(ex["calib"])["x"]
+    dense = to_tflite(model, "int8", calib[:200], load_target("rpi4"))
+    results["dense"] = {}
+    for target in TARGETS:
+        latency = estimate_costs(dense, load_target(target)).latency_ms
+        results["dense"][target] = {"latency_ms": latency, "tflite_bytes": len(dense)}
+        budget = math.floor(latency * 0.4 * 1e4) / 1e4  # rounded down: never looser
+        _write_profile(_profile_path(target, 40), target, budget,
+                       f"40 % of the dense int8 example's estimated latency ({latency:.4f} ms)")
+        log.info("%s: dense %.4f ms -> 40 %% budget %.4f ms", target, latency, budget)
+
+
+def _build(profile: Path, **overrides: Any) -> dict[str, Any]:
+    """One build of the example; the search's report is captured from the prune stage (the
+    pipeline adds it to report.json as "search" once it forwards ``Pruned.report``)."""
+    from edgeprune.pipeline import BuildRequest, build
+    from edgeprune.stages import prune
+
+    captured: dict[str, Any] = {}
+    auto = prune.PRUNERS["auto"]
+
+    def capture(*args: Any) -> Any:
+        pruned = auto(*args)
+        captured.update(pruned.report)
+        return pruned
+
+    prune.PRUNERS["auto"] = capture
+    tag = "-".join(f"{k}{v}" for k, v in sorted(overrides.items()))
+    start = time.monotonic()
+    try:
+        outcome = build(BuildRequest(out=OUT / tag, overrides=overrides), str(profile))
+    finally:
+        prune.PRUNERS["auto"] = auto
+    rep = outcome.report
+    latency = next(c for c in rep["checks"] if c["name"] == "latency")
+    return {
+        "target": profile.stem, "overrides": overrides, "exit_code": outcome.exit_code,
+        "passed": rep["passed"], "checks": {c["name"]: {k: c[k] for k in (
+            "value", "budget", "passed", "method")} for c in rep["checks"]},
+        "accuracy": rep["result"]["accuracy"], "baseline_accuracy": rep["baseline"]["accuracy"],
+        "latency_ms": latency["value"], "tflite_bytes": rep["result"]["tflite_bytes"],
+        "params": rep["result"]["params"], "macs": rep["result"]["macs"],
+        "layers": {r["name"]: r["channels_after"] for r in rep["layers"]},
+        "seconds": round(time.monotonic() - start, 1), "timings_s": rep["timings_s"],
+        "search": rep.get("search") or captured.get("search"), "notes": rep.get("notes", []),
+    }
+
+
+def phase_budget(results: dict[str, Any]) -> None:
+    for target in TARGETS:
+        results[f"auto/{target}/40"] = _build(_profile_path(target, 40), prune="auto",
+                                              search_minutes=SEARCH_MINUTES, **FT)
+        _save(results)
+
+
+def _uniform_latency(model: Any, cost_model: Any, sparsity: float, multiple: int) -> float:
+    from edgeprune.pruning import layer_stats, prune_structured
+
+    pruned = prune_structured(model, sparsity=sparsity, channel_multiple=multiple).model
+    return cost_model.predict({r["name"]: r["out_channels"] for r in layer_stats(pruned)}
+                              ).latency_ms
+
+
+def bisect_sparsity(target: str, latency: float) -> tuple[float, float]:
+    """The smallest uniform sparsity whose estimated latency is ≤ ``latency`` (±0.002), and
+    that latency. Uniform pruning's latency falls in steps (every group crosses a multiple of
+    the channel multiple at once), so it is usually below ``latency``."""
+    from edgeprune.pruning import layer_stats
+    from edgeprune.pruning.anchor import AnchoredCostModel
+    from edgeprune.stages.convert import to_tflite
+    from edgeprune.targets import load_target
+
+    model, ex = _example()
+    profile = load_target(target)
+    dense = to_tflite(model, "int8", np.load(ex["calib"])["x"][:50], profile)
+    cost_model = AnchoredCostModel(dense, profile, {r["name"]: r["out_channels"]
+                                                    for r in layer_stats(model)})
+    multiple = profile.hardware.channel_multiple
+    lo, hi = 0.0, 0.95
+    for _ in range(9):
+        mid = (lo + hi) / 2
+        if _uniform_latency(model, cost_model, mid, multiple) <= latency:
+            hi = mid
+        else:
+            lo = mid
+    return round(hi, 4), _uniform_latency(model, cost_model, hi, multiple)
+
+
+def _short_epochs(search: dict[str, Any] | None) -> float:
+    """Epochs' worth of training auto's kept path received from its short fine-tunes, in
+    epochs of the fine-tune stage's training split."""
+    from edgeprune import data
+    from edgeprune.resources import example_inputs
+
+    if not search:
+        return 0.0
+    steps = len(search["trajectory"]) - 1
+    fit = len(data.fit_split(data.load_labelled(example_inputs()["data"], "--data"), 0)[0])
+    return round(steps * search["config"]["short_steps"] * 32 / fit, 1)
+
+
+def phase_compare(results: dict[str, Any]) -> None:
+    """Uniform at P % of the dense latency (bisection), then auto with uniform's estimated
+    latency as its budget: auto is never slower than the uniform model it is compared to."""
+    dense = results["dense"]["rpi4"]["latency_ms"]
+    for pct in COMPARE:
+        sparsity, latency = bisect_sparsity("rpi4", dense * pct / 100)
+        profile = _profile_path("rpi4", f"u{pct}")
+        _write_profile(profile, "rpi4", round(latency, 4),
+                       f"the estimated latency of uniform --sparsity {sparsity} "
+                       f"(the smallest at or below {pct} % of the dense model's)")
+        same = results.get(f"level/{pct}", {}).get("sparsity") == sparsity
+        results[f"level/{pct}"] = {"sparsity": sparsity, "latency_ms": latency}
+        for seed in SEEDS:
+            # A re-run (e.g. with levels added) keeps the builds it already has at this level.
+            if not (same and f"uniform/{pct}/{seed}" in results):
+                results[f"uniform/{pct}/{seed}"] = _build(profile, prune="structured",
+                                                          sparsity=sparsity, seed=seed, **FT)
+                _save(results)
+            if not (same and f"auto/{pct}/{seed}" in results):
+                results[f"auto/{pct}/{seed}"] = _build(profile, prune="auto", seed=seed,
+                                                       search_minutes=SEARCH_MINUTES, **FT)
+                _save(results)
+
+
+def phase_rank(results: dict[str, Any]) -> None:
+    from edgeprune import data
+    from edgeprune.pruning.search import SearchConfig, search
+    from edgeprune.targets import load_target
+
+    model, ex = _example()
+    train = data.load_labelled(ex["data"], "--data")
+    calib = np.load(ex["calib"])["x"][:200]
+    results["rank"] = {}
+    for target in TARGETS:
+        start = time.monotonic()
+        res = search(model, load_target(str(_profile_path(target, 40))), train, calib=calib,
+                     config=SearchConfig(screen=None, minutes=SEARCH_MINUTES * 2))
+        results["rank"][target] = {"search": res.report,
+                                   "seconds": round(time.monotonic() - start, 1),
+                                   **rank_agreement(res.report)}
+        _save(results)
+    steps = [r for t in results["rank"].values() for r in t["steps"]]
+    valid = [r["spearman"] for r in steps if not math.isnan(r["spearman"])]
+    results["rank_pooled"] = {
+        "steps": len(steps), "mean_spearman": float(np.mean(valid)) if valid else None,
+        "top1_agreement": sum(r["top1"] for r in steps) / max(1, len(steps)),
+        "top2_agreement": sum(r["best_in_proxy_top2"] for r in steps) / max(1, len(steps))}
+
+
+def _spearman(a: list[float], b: list[float]) -> float:
+    ra = np.argsort(np.argsort(a)).astype(float)
+    rb = np.argsort(np.argsort(b)).astype(float)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def rank_agreement(search: dict[str, Any]) -> dict[str, Any]:
+    """Per step: Spearman between the proxy's ranking (adaptive-BN loss added per unit of cost
+    removed, lower is better) and the short fine-tune's (the same, after it); does the proxy's
+    top pick (top 2) hold the fine-tune's best?"""
+    rows = []
+    for step in search["trajectory"][1:]:
+        props = [p for p in step["proposals"] if p["accuracy"] is not None]
+        if len(props) < 2:
+            continue
+        proxy = [p["proxy_damage"] for p in props]
+        tuned = [p["damage"] for p in props]
+        tuned_rank = sorted(range(len(props)), key=lambda i: tuned[i])
+        proxy_rank = sorted(range(len(props)), key=lambda i: proxy[i])
+        order = [tuned_rank.index(i) for i in range(len(props))]
+        rows.append({"step": step["step"], "proposals": len(props),
+                     "spearman": _spearman(proxy, order),
+                     "top1": proxy_rank[0] == tuned_rank[0],
+                     "best_in_proxy_top2": tuned_rank[0] in proxy_rank[:2]})
+    valid = [r["spearman"] for r in rows if not math.isnan(r["spearman"])]
+    return {"steps": rows,
+            "mean_spearman": float(np.mean(valid)) if valid else None,
+            "top1_agreement": sum(r["top1"] for r in rows) / len(rows) if rows else None,
+            "top2_agreement": (sum(r["best_in_proxy_top2"] for r in rows) / len(rows)
+                               if rows else None)}
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x * 100:.2f} %"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *["| " + " | ".join(str(c) for c in row) + " |" for row in rows], ""]
+
+
+def _budget_rows(results: dict[str, Any], prefix: str) -> list[list[Any]]:
+    rows = []
+    for target in TARGETS:
+        r = results.get(f"{prefix}/{target}/40")
+        if not r:
+            continue
+        c, search = r["checks"], r["search"] or {}
+        rows.append([
+            target, f"{results['dense'][target]['latency_ms']:.4f}",
+            f"{c['latency']['budget']:.4f}", f"{c['latency']['value']:.4f}",
+            f"{c['ram']['value']:,.0f}", f"{c['flash']['value']:,.0f}",
+            _pct(r["baseline_accuracy"]), _pct(r["accuracy"]),
+            f"{c['accuracy_drop']['value']:.2f}", "yes" if r["passed"] else "**no**",
+            r["exit_code"], len(search.get("trajectory", [])) - 1,
+            f"{search.get('seconds', 0):.0f}", f"{r['seconds']:.0f}"])
+    return rows
+
+
+def _float_accuracy(results: dict[str, Any]) -> float | None:
+    return next((r["baseline_accuracy"] for k, r in results.items()
+                 if isinstance(r, dict) and "baseline_accuracy" in r), None)
+
+
+def write_md(results: dict[str, Any], path: Path) -> None:
+    ft = f"`--epochs {FT['epochs']}` (the recipe's learning rate, 1e-3)"
+    lines = ["# --prune auto on the bundled example", "",
+             "Command: `nice -n 10 .venv/bin/python bench/auto_search.py` (phases: profiles, "
+             "budget, compare, rank, md; raw results in bench/auto_search.json). On a shared "
+             "2-core machine (load 2-6 from other jobs): times are wall-clock under that load.",
+             "",
+             "Every build: the bundled digits example (float val accuracy "
+             f"{_pct(_float_accuracy(results))}), int8, {ft} "
+             f"(the same for auto and uniform), `--search-minutes {SEARCH_MINUTES:g}`. Accuracy "
+             "is the emitted int8 .tflite's on examples/digits/val.npz (360 samples: one sample "
+             "is 0.28 points); latency, RAM and flash are the target's estimates of that "
+             ".tflite, as the check stage reports them.", ""]
+    header = ["target", "dense ms", "budget ms", "auto ms", "RAM B", "flash B", "float acc",
+              "auto acc", "drop (pt)", "every budget met", "exit", "search steps",
+              "search s", "build s"]
+    lines += ["## Budgets at 40 % of the dense model's latency", "",
+              "Profiles bench/rpi4-40pct.toml and bench/cortex-m7-40pct.toml (written by the "
+              "script; RAM, flash and accuracy budgets inherited: 1.0 point accuracy drop).",
+              ""]
+    lines += _table(header, _budget_rows(results, "auto"))
+    rows, wins, seen, same = [], 0, {}, []
+    for pct in COMPARE:
+        level = results.get(f"level/{pct}")
+        pairs = [(results.get(f"auto/{pct}/{s}"), results.get(f"uniform/{pct}/{s}"))
+                 for s in SEEDS]
+        pairs = [(a, u) for a, u in pairs if a and u]
+        if not level or not pairs:
+            continue
+        if level["sparsity"] in seen:  # uniform latency falls in steps: the same experiment
+            same.append(f"{pct} % gives the same uniform model (sparsity {level['sparsity']}) "
+                        f"as {seen[level['sparsity']]} % and is not counted again")
+            continue
+        seen[level["sparsity"]] = pct
+        auto_acc = float(np.mean([a["accuracy"] for a, _ in pairs]))
+        uni_acc = float(np.mean([u["accuracy"] for _, u in pairs]))
+        wins += auto_acc > uni_acc
+        rows.append([
+            f"{pct} %", f"{level['sparsity']:.3f}", f"{level['latency_ms']:.4f}",
+            " / ".join(f"{a['latency_ms']:.4f}" for a, _ in pairs),
+            " / ".join(_pct(u["accuracy"]) for _, u in pairs), _pct(uni_acc),
+            " / ".join(_pct(a["accuracy"]) for a, _ in pairs), _pct(auto_acc),
+            f"{(auto_acc - uni_acc) * 100:+.2f}",
+            " / ".join(f"{_short_epochs(a['search']):g}" for a, _ in pairs)])
+    lines += ["## auto against uniform structured pruning (rpi4, same estimated latency)", "",
+              "Per level: the smallest uniform `--sparsity` (l1, channel multiple 8) whose "
+              "estimated latency is at or below P % of the dense model's (bisection); then "
+              "`--prune auto` with that uniform model's estimated latency as its latency "
+              "budget (bench/rpi4-uP.toml), so auto is never the slower of the two. Same "
+              f"fine-tuning for both; seeds {', '.join(map(str, SEEDS))} (values listed per "
+              "seed). auto's search also short-fine-tunes the path it keeps (last column, in "
+              "epochs of the fine-tune split); the long fine-tune's early stopping makes extra "
+              "epochs for uniform moot.", ""]
+    lines += _table(["level", "uniform sparsity", "uniform ms", "auto ms", "uniform acc",
+                     "uniform mean", "auto acc", "auto mean", "auto − uniform (pt)",
+                     "auto short-FT epochs"], rows)
+    if rows:
+        lines += [f"auto is more accurate at {wins} of {len(rows)} levels"
+                  + (f" ({'; '.join(same)})" if same else "") + ".", ""]
+    for target, rank in (results.get("rank") or {}).items():
+        lines += [f"## Proxy against short fine-tune: rank agreement ({target}-40pct)", "",
+                  "The search with every proposal short-fine-tuned (`screen=None`). Both rank "
+                  "proposals by loss added on the search's scoring split per unit of cost "
+                  "removed; the proxy measures the loss after re-estimating batch-norm "
+                  "statistics with no training, the short fine-tune after it. "
+                  f"Search time {rank['seconds']:.0f} s.", ""]
+        lines += _table(["step", "proposals", "Spearman ρ", "proxy top-1 = best",
+                         "best in proxy top-2"],
+                        [[r["step"], r["proposals"], f"{r['spearman']:.2f}", r["top1"],
+                          r["best_in_proxy_top2"]] for r in rank["steps"]])
+    pooled = results.get("rank_pooled")
+    if pooled:
+        lines += [f"Pooled over {pooled['steps']} steps: mean ρ {pooled['mean_spearman']:.2f}; "
+                  f"the proxy's top pick is the fine-tune's best in "
+                  f"{pooled['top1_agreement']:.0%} of steps, within its top 2 in "
+                  f"{pooled['top2_agreement']:.0%}.", ""]
+    r = results.get("auto/rpi4/40")
+    if r and r.get("search"):
+        lines += ["## Trajectory of the rpi4-40pct search", ""]
+        lines += _table(
+            ["step", "group (layers)", "channels", "predicted ms", "estimated ms", "flash B",
+             "accuracy (scoring split)", "s"],
+            [[s["step"], "input" if s["group"] is None else
+              f"{s['group']} ({', '.join(s['layers'])})",
+              "—" if s["channels_before"] is None else
+              f"{s['channels_before']} → {s['channels_after']}",
+              f"{s['predicted']['latency_ms']:.4f}",
+              "—" if not s["estimated"] else f"{s['estimated']['latency_ms']:.4f}",
+              f"{(s['estimated'] or s['predicted'])['flash_bytes']:,}", f"{s['accuracy']:.4f}",
+              f"{s['seconds']:.0f}"] for s in r["search"]["trajectory"]])
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--phase", default="all",
+                        choices=["all", "profiles", "budget", "compare", "rank", "md"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+                        stream=sys.stderr)
+    for noisy in ("tensorflow", "absl", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    results = _load()
+    phases = ["profiles", "budget", "compare", "rank", "md"] if args.phase == "all" else [
+        args.phase]
+    for name in phases:
+        if name == "md":
+            write_md(results, BENCH / "auto_search.md")
+            continue
+        log.info("phase %s", name)
+        globals()[f"phase_{name}"](results)
+        _save(results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
