@@ -80,6 +80,8 @@ def variant_row(sparsity: float, rep: dict[str, Any], exit_code: int) -> dict[st
         "tflite_bytes": rep["result"]["tflite_bytes"], "gzip_bytes": rep["result"]["gzip_bytes"],
         "params": rep["result"]["params"], "latency_ms": latency.get("value"),
         "latency_method": latency.get("method"),
+        # kept channels per layer: ratios that round to the same multiples give the same model
+        "channels": [row.get("channels_after") for row in rep["layers"]],
         "checks": {name: {k: c.get(k) for k in ("value", "budget", "unit", "passed", "method")}
                    for name, c in checks.items()},
     }
@@ -137,8 +139,9 @@ HEADER = ("sparsity", "meets budgets", "accuracy", ".tflite bytes", "gzip bytes"
 
 
 def _rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
-    out = []
+    out, first = [], {}
     for r in summary["variants"]:
+        twin = first.setdefault(tuple(r["channels"]), r["sparsity"])
         failed = [name for name, c in r["checks"].items() if c["passed"] is False]
         acc = "n/a" if r["accuracy"] is None else f"{r['accuracy']:.2%}"
         latency = ("—" if r["latency_ms"] is None
@@ -146,7 +149,9 @@ def _rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
         mark = "yes" if r["passed"] else "no"
         if r["sparsity"] == summary["best"]:
             mark += " (best)"
-        out.append((f"{r['sparsity']:g}", mark, acc, f"{r['tflite_bytes']:,}",
+        name = f"{r['sparsity']:g}" + ("" if twin == r["sparsity"] else
+                                        f" (same channels as {twin:g})")
+        out.append((name, mark, acc, f"{r['tflite_bytes']:,}",
                     f"{r['gzip_bytes']:,}", f"{r['params']:,}", latency,
                     ", ".join(failed) or "—"))
     return out
