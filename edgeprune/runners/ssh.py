@@ -178,16 +178,25 @@ class SshSession:
         self._client = client
 
     def close(self) -> None:
-        if self._sftp is not None:
-            self._sftp.close()
-            self._sftp = None
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        """Never raises: closing a connection that died (e.g. mid-upload) must not replace
+        the error that says so (seen: a bare EOFError from SFTPClient.close)."""
+        for conn in (self._sftp, self._client):
+            if conn is not None:
+                try:
+                    conn.close()
+                except (OSError, EOFError, paramiko.SSHException) as exc:
+                    log.debug("closing %s: %s: %s", self.device.label, type(exc).__name__, exc)
+        self._sftp = self._client = None
 
-    def _lost(self, doing: str, *, started: bool) -> ConnectionLost | None:
+    def _lost(self, doing: str, *, started: bool,
+              exc: BaseException | None = None) -> ConnectionLost | None:
         """A ConnectionLost error if the transport is dead, else None (another failure)."""
         transport = self._client.get_transport() if self._client else None
+        if transport is not None and isinstance(exc, EOFError | ConnectionError):
+            # The channel saw the end first; paramiko's transport thread notices a moment later.
+            deadline = time.monotonic() + 2.0
+            while transport.is_active() and time.monotonic() < deadline:
+                time.sleep(0.05)
         if transport is not None and transport.is_active():
             return None
         d = self.device
@@ -220,7 +229,8 @@ class SshSession:
             chan = self.client.get_transport().open_session(timeout=self.connect_timeout)
             chan.exec_command(line)
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise self._lost(f"before {_short(line)!r} could start", started=False) or ToolError(
+            raise self._lost(f"before {_short(line)!r} could start", started=False,
+                             exc=exc) or ToolError(
                 f"ssh {label}", f"cannot start {line!r} ({exc})", "Check the connection and retry"
             ) from None
         out, err = bytearray(), bytearray()
@@ -264,7 +274,7 @@ class SshSession:
         try:
             self.sftp.put(str(local), remote)
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise self._lost(f"while uploading {local.name}", started=True) or ToolError(
+            raise self._lost(f"while uploading {local.name}", started=True, exc=exc) or ToolError(
                 f"upload to {self.device.label}:{remote}", f"failed ({exc})",
                 "Check free space and permissions on the device, then retry") from None
 
@@ -272,7 +282,7 @@ class SshSession:
         try:
             self.sftp.get(remote, str(local))
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise self._lost(f"while downloading {remote}", started=True) or ToolError(
+            raise self._lost(f"while downloading {remote}", started=True, exc=exc) or ToolError(
                 f"download from {self.device.label}:{remote}", f"failed ({exc})",
                 "Check the connection and retry") from None
 
