@@ -3,10 +3,11 @@
 Each step, for the budget furthest over its limit, every channel group proposes the smallest cut
 (in multiples of ``channel_multiple``) that lowers that cost by ``step`` of its current value
 (or to the limit, when that is nearer). Proposals are priced by ``AnchoredCostModel`` from the
-last real int8 conversion and ranked by a proxy (loss on a scoring split carved from the
-training data, after re-estimating batch-norm statistics, no training); the best ``screen`` are
-short-fine-tuned and the most accurate (on the scoring split) is kept with its fine-tuned
-weights. bench/auto_search.md measures how well the proxy alone would rank them.
+last real int8 conversion and ranked by the loss they add per unit of cost removed, on a
+scoring split carved from the training data: first by a proxy (after re-estimating batch-norm
+statistics, no training), then the best ``screen`` after a short fine-tune; the best of those is
+kept with its fine-tuned weights. bench/auto_search.md measures how well the proxy alone would
+rank them, and how auto compares with uniform pruning.
 The model each step keeps is converted in a background process and re-estimated: that anchor
 verifies the step's predicted cost and prices the steps after it. The search stops when every
 budget it can price is met by a real conversion, at its time limit, or when no group can be
