@@ -111,10 +111,15 @@ def running_sshd(workdir: Path) -> Iterator[SshServer]:
         yield SshServer("127.0.0.1", port, getpass.getuser(), known_hosts, identity, host_key,
                         workdir)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate an sshd (or any server process), killing it if it lingers."""
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

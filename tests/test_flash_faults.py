@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sshd import SSHD, SshServer, _wait_for_banner, running_sshd
+from sshd import SSHD, SshServer, _wait_for_banner, running_sshd, stop
 
 import edgeprune.flash as flash_mod
 from edgeprune.device import parse_ssh
@@ -234,12 +234,7 @@ def restarted(server: SshServer) -> Iterator[None]:
         _wait_for_banner(server.port, proc, log)
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def test_reboot_between_upload_and_switch(tmp_path, monkeypatch):

@@ -33,3 +33,27 @@ def blobs(n: int = 120, input_shape=(8, 8, 1), classes: int = 3, seed: int = 0):
     for i, label in enumerate(y):
         x[i, :, :, 0] += patterns[label % len(patterns)]
     return x, y.astype(np.int64)
+
+
+def convert(model, quantize: str | None, io_int8: bool = False) -> bytes:
+    """float32 (``None``) or full-integer int8 .tflite bytes, seeded random calibration; int8
+    I/O with ``io_int8`` (else float I/O with QUANTIZE/DEQUANTIZE, as edgeprune emits)."""
+    from edgeprune import _tf
+
+    tf = _tf.tf()
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if quantize == "int8":
+        rng = np.random.default_rng(0)
+        shape = (1, *(d or 8 for d in model.input_shape[1:]))  # None: any size will do
+
+        def representative():
+            for _ in range(8):
+                yield [rng.normal(size=shape).astype(np.float32)]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if io_int8:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    return converter.convert()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
+from tiny_models import convert
 
 INPUT_SHAPE = (16, 16, 3)
 
@@ -28,29 +28,6 @@ def every_op_cnn():
     x = layers.Dense(10, name="dense")(x)
     out = layers.Softmax(name="softmax")(x)
     return keras.Model(inp, out)
-
-
-def convert(model, quantize: str | None, io_int8: bool = False) -> bytes:
-    """float32 (quantize=None) or full-integer int8 .tflite bytes."""
-    from edgeprune import _tf
-
-    tf = _tf.tf()
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if quantize == "int8":
-        rng = np.random.default_rng(0)
-        shape = (1, *model.input_shape[1:])
-
-        def representative():
-            for _ in range(8):
-                yield [rng.normal(size=shape).astype(np.float32)]
-
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if io_int8:
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-    return converter.convert()
 
 
 @pytest.fixture(scope="session")

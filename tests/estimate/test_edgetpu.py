@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from estimate_helpers import convert
+from tiny_models import convert
 
 from edgeprune.estimate import edgetpu_compiler as compiler
 from edgeprune.estimate import estimate_target

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from estimate_helpers import convert
+from tiny_models import convert
 
 from edgeprune.errors import BadInputError
 from edgeprune.estimate import ESTIMATORS, estimate_target

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from estimate_helpers import convert
+from tiny_models import convert
 
 from edgeprune.estimate import estimate_target
 from edgeprune.targets import load_target

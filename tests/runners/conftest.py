@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sshd import SshServer, running_sshd
+from tiny_models import convert
 
 
 def _keras():
@@ -55,39 +56,15 @@ def topk_model():
     return keras.Model(inp, out)
 
 
-def to_int8(model, io_int8: bool = True) -> bytes:
-    from edgeprune import _tf
-
-    tf = _tf.tf()
-    rng = np.random.default_rng(0)
-    shape = (1, *model.input_shape[1:])
-
-    def representative():
-        for _ in range(8):
-            yield [rng.normal(size=shape).astype(np.float32)]
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    if io_int8:
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    return converter.convert()
-
-
 @pytest.fixture(scope="session")
 def tflm_models(tmp_path_factory) -> dict[str, Path]:
     """'small': int8 in/out; 'big': ~150 kB int8 with float in/out; 'float'; 'topk'."""
-    from edgeprune import _tf
-
-    tf = _tf.tf()
     root = tmp_path_factory.mktemp("tflm_models")
     blobs = {
-        "small": to_int8(small_cnn()),
-        "big": to_int8(cnn_100k(), io_int8=False),
-        "float": tf.lite.TFLiteConverter.from_keras_model(small_cnn()).convert(),
-        "topk": tf.lite.TFLiteConverter.from_keras_model(topk_model()).convert(),
+        "small": convert(small_cnn(), "int8", io_int8=True),
+        "big": convert(cnn_100k(), "int8"),
+        "float": convert(small_cnn(), None),
+        "topk": convert(topk_model(), None),
     }
     paths = {}
     for name, data in blobs.items():
