@@ -9,10 +9,13 @@ statistics, no training), then the best ``screen`` after a short fine-tune; the 
 kept with its fine-tuned weights. bench/auto_search.md measures how well the proxy alone would
 rank them, and how auto compares with uniform pruning.
 The model each step keeps is converted in a background process and re-estimated: that anchor
-verifies the step's predicted cost and prices the steps after it. The search stops when every
-budget it can price is met by a real conversion, at its time limit, or when no group can be
-cut further. Budgets no amount of channel pruning can meet are found first, named in a note
-and left to the checks (the build then exits 1).
+verifies the step's predicted cost and prices the steps after it. The greedy path stops when
+every budget it can price is met by a real conversion, at its time limit, or when no group can
+be cut further. Once every budget is met, the allocation it ended at is refined
+(pruning/refine.py): allocations that meet the budgets are compared on equal terms, each cut
+from the input model in one shot, and the best by the proxy replaces the greedy model when a
+real conversion confirms it fits. Budgets no amount of channel pruning can meet are found
+first, named in a note and left to the checks (the build then exits 1).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from edgeprune.pruning.anchor import AnchoredCostModel, Costs
 from edgeprune.pruning.background import Converter
 from edgeprune.pruning.batchnorm import bn_sample, recalibrate_bn
 from edgeprune.pruning.graph import ChannelGraph, build_graph
+from edgeprune.pruning.refine import Allocation, Refiner, widths
+from edgeprune.pruning.stats import layer_stats
 from edgeprune.pruning.structured import prune_structured
 from edgeprune.targets import TargetProfile
 
@@ -48,6 +53,7 @@ class SearchConfig:
     screen: int | None = 2  # short-fine-tune the best N proposals by proxy; None: all
     minutes: float = 10.0
     background: bool = True  # convert anchors in a child process (overlaps scoring)
+    refine: bool = True  # refine the greedy allocation at the budget (pruning/refine.py)
 
     def __post_init__(self) -> None:
         if not 0 < self.step < 1:
@@ -146,11 +152,12 @@ class _Search:
         self.converter = Converter(mode, sample, target, config.background)
         self.start = time.monotonic()
         self.deadline = self.start + config.minutes * 60
-        self.model = model
+        self.model = self.source = model
         self.budgets, self.notes = budgets_of(target)
         self.trajectory: list[dict[str, Any]] = []
         self.pending: list[tuple[dict[str, Any], Future[bytes], dict[str, int]]] = []
         self.infeasible: list[dict[str, Any]] = []
+        self.refined: dict[str, Any] | None = None
 
     # --- costs ------------------------------------------------------------------------------
     def _anchor(self, model: Any, channels: dict[str, int]) -> AnchoredCostModel:
@@ -209,6 +216,8 @@ class _Search:
             else:
                 stopped = self._step(build_graph(self.model, keep=self.keep), over[0][1])
         self._settle(wait=True)
+        if stopped == "every budget met" and len(self.trajectory) > 1 and self.config.refine:
+            self._refine(graph)
         self._closing_notes(stopped)
         return SearchResult(self.model, self._report(stopped), self.notes)
 
@@ -282,7 +291,7 @@ class _Search:
         now = self.cost_model.predict(base).get(budget.quantity) or 0.0
         for g in graph.prunable_groups():
             last = None
-            for kept in _smaller_widths(g.size, g.size - g.n_prunable, self.multiple):
+            for kept in widths(g, self.multiple)[1:]:
                 channels = layer_channels(graph, {g.id: kept})
                 costs = self.cost_model.predict(channels)
                 last = _Proposal(g.id, list(g.layers), g.size, kept, g.n_prunable, channels,
@@ -301,6 +310,61 @@ class _Search:
             criterion=self.criterion, channel_multiple=self.multiple, keep=self.keep,
             calib=self.calib,
             data=(self.fit.x, self.fit.y)).model
+
+    # --- refinement at the budget -----------------------------------------------------------
+    def _refine(self, graph: ChannelGraph) -> None:
+        """Replace the greedy model by the best allocation the proxy finds that still fits
+        (pruning/refine.py), once a real conversion confirms it; record what was compared."""
+        start = time.monotonic()
+        groups = graph.prunable_groups()  # the input model's
+        channels = {r["name"]: r["out_channels"] for r in layer_stats(self.model)}
+        greedy = {g.id: int(channels[g.layers[0]]) for g in groups}
+
+        def price(alloc: Allocation) -> Costs:
+            return self.cost_model.predict(layer_channels(graph, alloc))
+
+        refiner = Refiner(groups, self.multiple, price, self._fits,
+                          lambda alloc: self._evaluate(self._cut(alloc))[1], self.deadline)
+        starts = [("greedy", None, greedy)]
+        uniform = refiner.uniform()
+        if uniform is not None:
+            starts.append(("uniform", uniform[0], uniform[1]))
+        rows = [{"from": name, "ratio": ratio, "kept": alloc, "loss": round(refiner.loss(alloc), 5)}
+                for name, ratio, alloc in starts]
+        origin = min(starts, key=lambda s: refiner.loss(s[2]))
+        chosen, moves = refiner.climb(origin[2])
+        self.refined = {"starts": rows, "climbed_from": origin[0], "moves": moves,
+                        "kept": chosen, "loss": round(refiner.loss(chosen), 5),
+                        "allocations_scored": len(refiner.scored), "outcome": "greedy kept",
+                        "estimated": None}
+        if chosen != greedy:
+            model = self._cut(chosen)
+            costs = self._anchor(model, layer_channels(graph, chosen)).costs
+            self.refined["estimated"] = costs.to_dict()
+            if self._fits(costs):
+                self.model, self.costs = model, costs
+                self.refined["outcome"] = "replaced the greedy model"
+            else:  # the prediction missed what the conversion adds: stay with the verified one
+                self.refined["outcome"] = "greedy kept: the refined model's conversion is over"
+        self.refined["seconds"] = round(time.monotonic() - start, 2)
+        log.info("search refinement: %s (%s), %d allocations scored in %.0f s",
+                 self.refined["outcome"], chosen, len(refiner.scored), self.refined["seconds"])
+
+    def _fits(self, costs: Costs) -> bool:
+        return not self._over(costs)
+
+    def _cut(self, alloc: Allocation) -> Any:
+        """The input model cut to ``alloc`` in one shot, batch-norm statistics re-estimated."""
+        graph = build_graph(self.source, keep=self.keep)
+        sizes = {g.id: (g.size, g.n_prunable) for g in graph.prunable_groups()}
+        ratios = {gid: (sizes[gid][0] - k) / sizes[gid][1] for gid, k in alloc.items()
+                  if k < sizes[gid][0]}
+        model = prune_structured(
+            self.source, sparsity=ratios, criterion=self.criterion,
+            channel_multiple=self.multiple, keep=self.keep, calib=self.calib,
+            data=(self.fit.x, self.fit.y)).model
+        recalibrate_bn(model, self.bn_batch)
+        return model
 
     # --- accuracy ---------------------------------------------------------------------------
     def _short_finetune(self, model: Any, step: int) -> None:
@@ -329,8 +393,7 @@ class _Search:
 
     # --- budgets no pruning can meet ----------------------------------------------------------
     def _feasibility(self, graph: ChannelGraph) -> list[Budget]:
-        floor = {g.id: min(_smaller_widths(g.size, g.size - g.n_prunable, self.multiple),
-                           default=g.size) for g in graph.prunable_groups()}
+        floor = {g.id: widths(g, self.multiple)[-1] for g in graph.prunable_groups()}
         predicted = self.cost_model.predict(layer_channels(graph, floor))
         if not any(b.limit < (predicted.get(b.quantity) or 0.0) for b in self.budgets):
             return list(self.budgets)
@@ -372,8 +435,12 @@ class _Search:
             self.notes.append("--prune auto: the input model already meets every budget the "
                               "search prices: it was not pruned (nor fine-tuned)")
         else:
+            refined = ""
+            if self.refined is not None:
+                refined = (f"; refined at the budget ({self.refined['allocations_scored']} "
+                           f"allocations scored): {self.refined['outcome']}")
             self.notes.append(f"--prune auto: {steps} step(s) in {self._elapsed():.0f} s "
-                              f"({stopped}); see report.json 'search'")
+                              f"({stopped}){refined}; see report.json 'search'")
 
     def _elapsed(self) -> float:
         return round(time.monotonic() - self.start, 2)
@@ -384,17 +451,12 @@ class _Search:
             "budgets": [{"name": b.name, "quantity": b.quantity, "limit": b.limit,
                          "unit": b.unit} for b in self.budgets],
             "infeasible": self.infeasible,
+            "refine": self.refined,
             "config": {"step": self.config.step, "short_steps": self.config.short_steps,
                        "screen": self.config.screen, "minutes": self.config.minutes,
+                       "refine": self.config.refine,
                        "channel_multiple": self.multiple, "criterion": self.criterion},
         }
-
-
-def _smaller_widths(size: int, frozen: int, multiple: int) -> list[int]:
-    """Kept-channel counts below ``size``, widest first: multiples of ``multiple`` (the policy's
-    minimum width), above the group's frozen channels (some prunable channel must remain)."""
-    top = (size - 1) // multiple * multiple
-    return [k for k in range(top, max(multiple, 1) - 1, -multiple) if k > frozen]
 
 
 def layer_channels(graph: ChannelGraph, kept: dict[int, int]) -> dict[str, int]:

@@ -118,6 +118,8 @@ def render_md(report: dict[str, Any]) -> str:
     if report.get("search"):
         parts += ["## Budget search (--prune auto)", "",
                   md_table(SEARCH_HEADER, _search_rows(report["search"])), ""]
+        if report["search"].get("refine"):
+            parts += [_refine_summary(report["search"]), ""]
     for title, rows in _details(report):
         parts += [f"## {title}", "", md_table(("", ""), rows), ""]
     if report.get("notes"):
@@ -198,7 +200,21 @@ def _search_rows(search: dict[str, Any]) -> list[tuple[str, ...]]:
         rows.append((str(s["step"]), where, chans, _fmt(costs.get("latency_ms"), 4),
                      _fmt(costs.get("flash_bytes")), _fmt(costs.get("ram_bytes")),
                      _fmt(s.get("accuracy"), 4)))
+    refine = search.get("refine") or {}
+    if refine.get("outcome") == "replaced the greedy model":
+        costs = refine.get("estimated") or {}
+        kept = ", ".join(f"{g}: {k}" for g, k in refine["kept"].items())
+        rows.append(("refined", f"channels kept per group: {kept}", "—",
+                     _fmt(costs.get("latency_ms"), 4), _fmt(costs.get("flash_bytes")),
+                     _fmt(costs.get("ram_bytes")), "—"))
     return rows
+
+
+def _refine_summary(search: dict[str, Any]) -> str:
+    r = search["refine"]
+    return (f"Refinement at the budget: {r['outcome']} ({r['allocations_scored']} allocations "
+            f"cut from the input model and scored by loss on the scoring split, climbed from "
+            f"the {r['climbed_from']} allocation, {len(r['moves'])} move(s) taken).")
 
 
 def _search_html(search: dict[str, Any] | None) -> str:
@@ -209,6 +225,8 @@ def _search_html(search: dict[str, Any] | None) -> str:
     summary = (f"<p>stopped: {html.escape(str(search.get('stopped')))}, "
                f"{_fmt(search.get('seconds'), 1)} s; accuracy is the short fine-tune's, on a "
                "split of the training data</p>")
+    if search.get("refine"):
+        summary += f"<p>{html.escape(_refine_summary(search))}</p>"
     return (_img(plots.search_trajectory(search), "search trajectory") + summary
             + html_table(SEARCH_HEADER, _search_rows(search)))
 

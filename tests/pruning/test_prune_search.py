@@ -12,7 +12,7 @@ from edgeprune.data import Labelled
 from edgeprune.pruning import layer_stats, prune_structured
 from edgeprune.pruning.anchor import AnchoredCostModel, estimate_costs
 from edgeprune.pruning.graph import build_graph
-from edgeprune.pruning.search import SearchConfig, _smaller_widths, layer_channels, search
+from edgeprune.pruning.search import SearchConfig, layer_channels, search
 from edgeprune.stages.convert import to_tflite
 from edgeprune.targets import load_target
 
@@ -51,13 +51,6 @@ def _profile(folder, name, **budgets) -> str:
     path = folder / f"{name}.toml"
     path.write_text("\n".join(lines) + "\n")
     return str(path)
-
-
-def test_smaller_widths_respect_the_channel_multiple():
-    assert _smaller_widths(24, 0, 8) == [16, 8]
-    assert _smaller_widths(20, 0, 8) == [16, 8]
-    assert _smaller_widths(8, 0, 8) == []
-    assert _smaller_widths(10, 4, 1) == [9, 8, 7, 6, 5]
 
 
 def test_layer_channels_follow_the_group(setup):
@@ -103,7 +96,19 @@ def test_auto_meets_a_latency_budget_and_records_the_trajectory(setup, backgroun
         assert 0 <= s["accuracy"] <= 1 and s["proposals"]
     final = estimate_costs(to_tflite(result.model, "int8", calib, target), tight)
     assert final.latency_ms <= tight.budgets.latency_ms
-    assert steps[-1]["estimated"]["latency_ms"] == pytest.approx(final.latency_ms, rel=1e-3)
+    # The refinement compared the greedy and the uniform allocation and climbed from the
+    # better; what it kept is never worse by its proxy, and the report says which model won.
+    refine = rep["refine"]
+    assert [s["from"] for s in refine["starts"]] == ["greedy", "uniform"]
+    assert refine["loss"] <= min(s["loss"] for s in refine["starts"])
+    replaced = refine["outcome"] == "replaced the greedy model"
+    shipped = refine["estimated"] if replaced else steps[-1]["estimated"]
+    assert shipped["latency_ms"] == pytest.approx(final.latency_ms, rel=1e-3)
+    kept = {r["name"]: r["out_channels"] for r in layer_stats(result.model)}
+    graph = build_graph(model)
+    if replaced:
+        assert {g.id: kept[g.layers[0]] for g in graph.prunable_groups()} == {
+            int(k): v for k, v in refine["kept"].items()}
     assert model.count_params() > result.model.count_params()  # the input model is untouched
     _check_rendering(json.loads(json.dumps(rep)))  # report.json-ready, and rendered
 
@@ -119,6 +124,10 @@ def _check_rendering(search_report):
     assert "Budget search (--prune auto)" in page and "alt='search trajectory'" in page
     md = render_md({**rep, "search": search_report})
     assert "## Budget search (--prune auto)" in md and "input model" in md
+    refine = search_report.get("refine")
+    if refine:
+        assert "Refinement at the budget: " + refine["outcome"] in md
+        assert ("| refined |" in md) == (refine["outcome"] == "replaced the greedy model")
 
 
 def test_time_limit_stops_the_search(setup):
