@@ -31,7 +31,7 @@ def main() -> None:
         loss = np.array([r["proxy_score"][1] for r in rs])
         rho = float(np.corrcoef(ranks(loss), ranks(-acc))[0, 1])
         order = np.argsort(loss, kind="stable")
-        uni = [a for r, a in zip(rs, acc) if r["alloc"] == UNIFORM.get(budget)]
+        uni = [a for r, a in zip(rs, acc, strict=True) if r["alloc"] == UNIFORM.get(budget)]
         out.append(f"| {budget} | {len(rs)} | {rho:.2f} | {np.median(acc):.2%} | "
                    f"{acc[order[0]]:.2%} ({'/'.join(map(str, rs[order[0]]['alloc']))}) | "
                    f"{acc[order[:3]].mean():.2%} | {acc.max():.2%} | "
