@@ -14,7 +14,7 @@ Phases (results accumulate in bench/auto_search.json, so a phase can be re-run a
   model): the smallest uniform ``--sparsity`` (l1, channel multiple 8) whose estimated
   latency L is at or below that level (bisection);
   ``--prune structured`` with it, and ``--prune auto`` with L as its latency budget
-  (bench/rpi4-u<P>pct.toml), so auto is never the slower one; same fine-tuning, three seeds.
+  (bench/rpi4-u<P>pct.toml), so auto is never the slower one; same fine-tuning, five seeds.
   Accuracy is the emitted int8 .tflite's on examples/digits/val.npz (the build's figure).
 - rank: the search with every proposal short-fine-tuned (``screen=None``): how well the
   proxy (adaptive-BN loss per unit of cost removed, no training) ranks proposals against the
@@ -48,7 +48,7 @@ FT = {"epochs": 10}
 SEARCH_MINUTES = 30.0  # a loaded shared machine: never let the limit decide the comparison
 TARGETS = ("rpi4", "cortex-m7")  # budget runs at 40 % of the dense latency
 COMPARE = (70, 60, 50, 40, 30, 25)  # rpi4 levels (% of dense latency): auto against uniform
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1, 2, 3, 4)
 PHASES = ("profiles", "budget", "compare", "rank", "md")
 log = logging.getLogger("bench")
 
