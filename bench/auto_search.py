@@ -345,6 +345,8 @@ def write_md(results: dict[str, Any], path: Path) -> None:
             " / ".join(_pct(u["accuracy"]) for _, u in pairs), _pct(uni_acc),
             " / ".join(_pct(a["accuracy"]) for a, _ in pairs), _pct(auto_acc),
             f"{(auto_acc - uni_acc) * 100:+.2f}",
+            "/".join(str(sum(cmp(a["accuracy"], u["accuracy"]) for a, u in pairs))
+                     for cmp in (float.__gt__, float.__eq__, float.__lt__)),
             " / ".join(f"{_short_epochs(a['search']):g}" for a, _ in pairs)])
     lines += ["## auto against uniform structured pruning (rpi4, same estimated latency)", "",
               "Per level: the smallest uniform `--sparsity` (l1, channel multiple 8) whose "
@@ -352,12 +354,14 @@ def write_md(results: dict[str, Any], path: Path) -> None:
               "`--prune auto` with that uniform model's estimated latency as its latency "
               "budget (bench/rpi4-uP.toml), so auto is never the slower of the two. Same "
               f"fine-tuning for both; seeds {', '.join(map(str, SEEDS))} (values listed per "
-              "seed). auto's search also short-fine-tunes the path it keeps (last column, in "
-              "epochs of the fine-tune split); the long fine-tune's early stopping makes extra "
-              "epochs for uniform moot.", ""]
+              "seed; a seed's auto and uniform builds are compared in the ahead/tied/behind "
+              "column). auto's search short-fine-tunes the path it keeps (last column, in "
+              "epochs of the fine-tune split; 0 where the refinement at the budget replaced "
+              "that model with a fresh one-shot cut of the input model, which then gets "
+              "exactly uniform's fine-tuning).", ""]
     lines += _table(["level", "uniform sparsity", "uniform ms", "auto ms", "uniform acc",
                      "uniform mean", "auto acc", "auto mean", "auto − uniform (pt)",
-                     "auto short-FT epochs"], rows)
+                     "seeds auto ahead/tied/behind", "auto short-FT epochs"], rows)
     if rows:
         lines += [f"auto is more accurate at {wins} of {len(rows)} levels"
                   + (f" ({'; '.join(same)})" if same else "") + ".", ""]
