@@ -13,8 +13,9 @@ verifies the step's predicted cost and prices the steps after it. The greedy pat
 every budget it can price is met by a real conversion, at its time limit, or when no group can
 be cut further. Once every budget is met, the allocation it ended at is refined
 (pruning/refine.py): allocations that meet the budgets are compared on equal terms, each cut
-from the input model in one shot, and the best by the proxy replaces the greedy model when a
-real conversion confirms it fits. Budgets no amount of channel pruning can meet are found
+from the input model in one shot, and the best by the proxy replaces the greedy model when,
+given as many short fine-tune steps, it scores a lower loss and a real conversion confirms it
+fits. Budgets no amount of channel pruning can meet are found
 first, named in a note and left to the checks (the build then exits 1).
 """
 
@@ -338,17 +339,35 @@ class _Search:
                         "allocations_scored": len(refiner.scored), "outcome": "greedy kept",
                         "estimated": None}
         if chosen != greedy:
-            model = self._cut(chosen)
-            costs = self._anchor(model, layer_channels(graph, chosen)).costs
-            self.refined["estimated"] = costs.to_dict()
-            if self._fits(costs):
-                self.model, self.costs = model, costs
-                self.refined["outcome"] = "replaced the greedy model"
-            else:  # the prediction missed what the conversion adds: stay with the verified one
-                self.refined["outcome"] = "greedy kept: the refined model's conversion is over"
+            self._replace_greedy(graph, chosen)
         self.refined["seconds"] = round(time.monotonic() - start, 2)
         log.info("search refinement: %s (%s), %d allocations scored in %.0f s",
                  self.refined["outcome"], chosen, len(refiner.scored), self.refined["seconds"])
+
+    def _replace_greedy(self, graph: ChannelGraph, chosen: Allocation) -> None:
+        """The refined cut replaces the greedy model only if, given as many short fine-tune
+        steps as the greedy path took, it scores a lower loss (NetAdapt's own test): where
+        every one-shot cut is near chance (extreme budgets) the proxy cannot tell them apart,
+        and the greedy path's gradual cuts are the better start (seen at 25 % latency)."""
+        assert self.refined is not None
+        model = self._cut(chosen)
+        steps = (len(self.trajectory) - 1) * self.config.short_steps
+        self._short_finetune(model, len(self.trajectory), steps)
+        recalibrate_bn(model, self.bn_batch)
+        loss = self._evaluate(model)[1]
+        self.refined.update(tuned_loss=round(loss, 5), greedy_loss=round(self.loss, 5),
+                            finetune_steps=steps)
+        if loss >= self.loss:
+            self.refined["outcome"] = ("greedy kept: after the same short fine-tune the refined "
+                                       "cut's loss is not lower")
+            return
+        costs = self._anchor(model, layer_channels(graph, chosen)).costs
+        self.refined["estimated"] = costs.to_dict()
+        if self._fits(costs):
+            self.model, self.costs, self.loss = model, costs, loss
+            self.refined["outcome"] = "replaced the greedy model"
+        else:  # the prediction missed what the conversion adds: stay with the verified one
+            self.refined["outcome"] = "greedy kept: the refined model's conversion is over"
 
     def _fits(self, costs: Costs) -> bool:
         return not self._over(costs)
@@ -367,12 +386,16 @@ class _Search:
         return model
 
     # --- accuracy ---------------------------------------------------------------------------
-    def _short_finetune(self, model: Any, step: int) -> None:
+    def _short_finetune(self, model: Any, step: int, steps: int | None = None) -> None:
+        """``steps`` optimizer steps (default: the config's short fine-tune), seeded by
+        ``step``: every proposal of a step sees the same batches."""
         from edgeprune.stages.finetune import compile_for_training, seed_everything
 
-        seed_everything(self.seed)  # every proposal of a step sees the same batches
-        n = min(len(self.fit), self.config.short_steps * self.batch_size)
-        order = np.random.default_rng(self.seed + step).permutation(len(self.fit))[:n]
+        seed_everything(self.seed)
+        n = (steps or self.config.short_steps) * self.batch_size
+        rng = np.random.default_rng(self.seed + step)
+        passes = -(-n // len(self.fit))
+        order = np.concatenate([rng.permutation(len(self.fit)) for _ in range(passes)])[:n]
         compile_for_training(model, self.learning_rate)
         model.fit(self.fit.x[order], self.fit.y[order], batch_size=self.batch_size, epochs=1,
                   shuffle=False, verbose=0)

@@ -102,6 +102,9 @@ def test_auto_meets_a_latency_budget_and_records_the_trajectory(setup, backgroun
     assert [s["from"] for s in refine["starts"]] == ["greedy", "uniform"]
     assert refine["loss"] <= min(s["loss"] for s in refine["starts"])
     replaced = refine["outcome"] == "replaced the greedy model"
+    if "tuned_loss" in refine:  # a refined cut competed with the greedy model, equally tuned
+        assert refine["finetune_steps"] == (len(steps) - 1) * config.short_steps
+        assert replaced <= (refine["tuned_loss"] < refine["greedy_loss"])
     shipped = refine["estimated"] if replaced else steps[-1]["estimated"]
     assert shipped["latency_ms"] == pytest.approx(final.latency_ms, rel=1e-3)
     kept = {r["name"]: r["out_channels"] for r in layer_stats(result.model)}
