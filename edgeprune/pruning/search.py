@@ -15,8 +15,8 @@ be cut further. Once every budget is met, the allocation it ended at is refined
 (pruning/refine.py): allocations that meet the budgets are compared on equal terms, each cut
 from the input model in one shot, and the best by the proxy replaces the greedy model when,
 given as many short fine-tune steps, it scores a lower loss and a real conversion confirms it
-fits. Budgets no amount of channel pruning can meet are found
-first, named in a note and left to the checks (the build then exits 1).
+fits. Budgets no amount of channel pruning can meet are found first, named in a note and left
+to the checks (the build then exits 1).
 """
 
 from __future__ import annotations
@@ -314,8 +314,8 @@ class _Search:
 
     # --- refinement at the budget -----------------------------------------------------------
     def _refine(self, graph: ChannelGraph) -> None:
-        """Replace the greedy model by the best allocation the proxy finds that still fits
-        (pruning/refine.py), once a real conversion confirms it; record what was compared."""
+        """Look for a better allocation that still fits (pruning/refine.py) and let it compete
+        with the greedy model; record what was compared."""
         start = time.monotonic()
         groups = graph.prunable_groups()  # the input model's
         channels = {r["name"]: r["out_channels"] for r in layer_stats(self.model)}
@@ -325,7 +325,8 @@ class _Search:
             return self.cost_model.predict(layer_channels(graph, alloc))
 
         refiner = Refiner(groups, self.multiple, price, self._fits,
-                          lambda alloc: self._evaluate(self._cut(alloc))[1], self.deadline)
+                          lambda alloc: self._evaluate(self._cut(graph, alloc))[1],
+                          self.deadline)
         starts = [("greedy", None, greedy)]
         uniform = refiner.uniform()
         if uniform is not None:
@@ -339,45 +340,42 @@ class _Search:
                         "allocations_scored": len(refiner.scored), "outcome": "greedy kept",
                         "estimated": None}
         if chosen != greedy:
-            self._replace_greedy(graph, chosen)
+            self.refined.update(self._replace_greedy(graph, chosen))
         self.refined["seconds"] = round(time.monotonic() - start, 2)
         log.info("search refinement: %s (%s), %d allocations scored in %.0f s",
                  self.refined["outcome"], chosen, len(refiner.scored), self.refined["seconds"])
 
-    def _replace_greedy(self, graph: ChannelGraph, chosen: Allocation) -> None:
+    def _replace_greedy(self, graph: ChannelGraph, chosen: Allocation) -> dict[str, Any]:
         """The refined cut replaces the greedy model only if, given as many short fine-tune
         steps as the greedy path took, it scores a lower loss (NetAdapt's own test): where
         every one-shot cut is near chance (extreme budgets) the proxy cannot tell them apart,
-        and the greedy path's gradual cuts are the better start (seen at 25 % latency)."""
-        assert self.refined is not None
-        model = self._cut(chosen)
+        and the greedy path's gradual cuts are the better start (seen at 25 % latency).
+        Returns the report's fields."""
+        model = self._cut(graph, chosen)
         steps = (len(self.trajectory) - 1) * self.config.short_steps
         self._short_finetune(model, len(self.trajectory), steps)
         recalibrate_bn(model, self.bn_batch)
         loss = self._evaluate(model)[1]
-        self.refined.update(tuned_loss=round(loss, 5), greedy_loss=round(self.loss, 5),
-                            finetune_steps=steps)
+        out = {"tuned_loss": round(loss, 5), "greedy_loss": round(self.loss, 5),
+               "finetune_steps": steps}
         if loss >= self.loss:
-            self.refined["outcome"] = ("greedy kept: after the same short fine-tune the refined "
-                                       "cut's loss is not lower")
-            return
+            return {**out, "outcome": "greedy kept: after the same short fine-tune the refined "
+                                      "cut's loss is not lower"}
         costs = self._anchor(model, layer_channels(graph, chosen)).costs
-        self.refined["estimated"] = costs.to_dict()
-        if self._fits(costs):
-            self.model, self.costs, self.loss = model, costs, loss
-            self.refined["outcome"] = "replaced the greedy model"
-        else:  # the prediction missed what the conversion adds: stay with the verified one
-            self.refined["outcome"] = "greedy kept: the refined model's conversion is over"
+        out["estimated"] = costs.to_dict()
+        if not self._fits(costs):  # the prediction missed what the conversion adds
+            return {**out, "outcome": "greedy kept: the refined model's conversion is over"}
+        self.model, self.costs, self.loss = model, costs, loss
+        return {**out, "outcome": "replaced the greedy model"}
 
     def _fits(self, costs: Costs) -> bool:
         return not self._over(costs)
 
-    def _cut(self, alloc: Allocation) -> Any:
-        """The input model cut to ``alloc`` in one shot, batch-norm statistics re-estimated."""
-        graph = build_graph(self.source, keep=self.keep)
-        sizes = {g.id: (g.size, g.n_prunable) for g in graph.prunable_groups()}
-        ratios = {gid: (sizes[gid][0] - k) / sizes[gid][1] for gid, k in alloc.items()
-                  if k < sizes[gid][0]}
+    def _cut(self, graph: ChannelGraph, alloc: Allocation) -> Any:
+        """The input model (its ``graph``) cut to ``alloc`` in one shot, batch-norm statistics
+        re-estimated."""
+        ratios = {g.id: (g.size - alloc[g.id]) / g.n_prunable
+                  for g in graph.prunable_groups() if alloc[g.id] < g.size}
         model = prune_structured(
             self.source, sparsity=ratios, criterion=self.criterion,
             channel_multiple=self.multiple, keep=self.keep, calib=self.calib,
