@@ -379,8 +379,9 @@ def write_md(results: dict[str, Any], path: Path) -> None:
         lines += _table(
             ["build", "greedy (loss)", "uniform (loss)", "climbed from", "moves", "kept (loss)",
              "allocations scored", "outcome", "s"],
-            [[k, *[f"{kept(st['kept'])} ({st['loss']:.3f})" for st in ref["starts"]][:2],
-              *([] if len(ref["starts"]) > 1 else ["—"]), ref["climbed_from"],
+            [[k, *[next((f"{kept(st['kept'])} ({st['loss']:.3f})" for st in ref["starts"]
+                          if st["from"] == start), "—") for start in ("greedy", "uniform")],
+              ref["climbed_from"],
               len(ref["moves"]), f"{kept(ref['kept'])} ({ref['loss']:.3f})",
               ref["allocations_scored"], ref["outcome"], f"{ref['seconds']:.0f}"]
              for k, ref in refined])

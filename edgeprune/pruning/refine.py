@@ -100,9 +100,10 @@ class Refiner:
                 if time.monotonic() >= self.deadline:
                     break
                 scored.append((self.loss(alloc), widened, narrowed, alloc))
-            if not scored or min(scored, key=lambda s: s[0])[0] >= best_loss:
+            top = min(scored, key=lambda s: s[0], default=None)
+            if top is None or top[0] >= best_loss:
                 break
-            best_loss, widened, narrowed, best = min(scored, key=lambda s: s[0])
+            best_loss, widened, narrowed, best = top
             taken.append({"widened": widened, "narrowed": narrowed, "kept": dict(best),
                           "loss": round(best_loss, 5), "moves_scored": len(scored),
                           "predicted": self.price(best).to_dict()})

@@ -306,11 +306,13 @@ class _Search:
         return full or partial
 
     def _prune(self, p: _Proposal) -> Any:
+        return self._structured(self.model, {p.group: (p.before - p.after) / p.prunable})
+
+    def _structured(self, model: Any, ratios: dict[int, float]) -> Any:
+        """``model`` with each group's ``ratios`` share of prunable channels cut."""
         return prune_structured(
-            self.model, sparsity={p.group: (p.before - p.after) / p.prunable},
-            criterion=self.criterion, channel_multiple=self.multiple, keep=self.keep,
-            calib=self.calib,
-            data=(self.fit.x, self.fit.y)).model
+            model, sparsity=ratios, criterion=self.criterion, channel_multiple=self.multiple,
+            keep=self.keep, calib=self.calib, data=(self.fit.x, self.fit.y)).model
 
     # --- refinement at the budget -----------------------------------------------------------
     def _refine(self, graph: ChannelGraph) -> None:
@@ -374,12 +376,9 @@ class _Search:
     def _cut(self, graph: ChannelGraph, alloc: Allocation) -> Any:
         """The input model (its ``graph``) cut to ``alloc`` in one shot, batch-norm statistics
         re-estimated."""
-        ratios = {g.id: (g.size - alloc[g.id]) / g.n_prunable
-                  for g in graph.prunable_groups() if alloc[g.id] < g.size}
-        model = prune_structured(
-            self.source, sparsity=ratios, criterion=self.criterion,
-            channel_multiple=self.multiple, keep=self.keep, calib=self.calib,
-            data=(self.fit.x, self.fit.y)).model
+        model = self._structured(self.source, {
+            g.id: (g.size - alloc[g.id]) / g.n_prunable
+            for g in graph.prunable_groups() if alloc[g.id] < g.size})
         recalibrate_bn(model, self.bn_batch)
         return model
 
