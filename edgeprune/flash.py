@@ -18,7 +18,9 @@ leaves ``current`` naming the complete release it named before, and ends in a To
 saying which release the device runs. Free space is checked before uploading; ``sync`` runs
 before the switch, so a power cut cannot leave ``current`` naming files still only in the page
 cache; ``.incoming-*`` folders left by an interrupted flash are removed by the next one (so one
-flash at a time per device folder). A release folder is trusted only after its hashes match.
+flash at a time per device folder). A release folder is trusted only after its hashes match,
+the running one too: flashing the release the device already runs checks its files, and
+uploads them again if they changed on the device (``previous`` stays as it was).
 
 Cortex-M targets: a flashable TFLite-Micro bundle is written (see ``flash_bundle``) and, for
 ``pyocd:`` / ``esptool:`` devices, handed to that tool. ``dry_run`` returns the exact commands.
@@ -217,7 +219,9 @@ ln -sfn -- "$new" "$dir/.current.new" && mv -Tf -- "$dir/.current.new" "$dir/cur
 _COMMIT = """
 dir=$1 incoming=$2 id=$3 old=$4
 sync
-if [ -n "$incoming" ]; then  # replacing a damaged copy of this release, if any
+# Replacing a damaged copy of this release, if any (when `current` names it, it dangles between
+# rm and mv: it named damaged files already).
+if [ -n "$incoming" ]; then
   rm -rf -- "$dir/releases/$id" && mv -T -- "$incoming" "$dir/releases/$id" || exit 1
 fi
 sh -c "$5" edgeprune "$dir" "releases/$id" "$old" || exit 1
@@ -347,17 +351,22 @@ def _install(remote: _Remote, artifacts: Path, entries: dict[str, str], remote_d
     new = f"releases/{rid}"
     state = _state(remote, remote_dir, rid)
     current, previous = state.get("current"), state.get("previous")
-    if current == new:
+    intact = bool(state.get("have")) and _remote_hashes(
+        remote, f"{remote_dir}/{new}", sorted(entries)) == entries
+    if current == new and intact:
         log.info("%s already runs release %s", label, rid)
         return rid, previous and previous.split("/")[1], False
+    if current == new:  # the files it runs were changed on the device: put them back
+        log.warning("%s runs release %s, but its files differ from the manifest; uploading "
+                    "it again", label, rid)
+    old = previous if current == new else current  # re-installing keeps `previous` as it is
     incoming = ""
-    if not state.get("have") or _remote_hashes(remote, f"{remote_dir}/{new}",
-                                               sorted(entries)) != entries:
+    if not intact:
         _check_space(remote, artifacts, entries, remote_dir, label, state)
         incoming = _upload_release(remote, artifacts, entries, remote_dir, label, current)
     try:
         checkpoint("uploaded")
-        res = remote.run(_sh(_COMMIT, remote_dir, incoming, rid, current or "", _SWITCH.strip()),
+        res = remote.run(_sh(_COMMIT, remote_dir, incoming, rid, old or "", _SWITCH.strip()),
                          check=False)
     except ToolError as exc:
         _discard(remote, incoming, label)
@@ -380,7 +389,7 @@ def _install(remote: _Remote, artifacts: Path, entries: dict[str, str], remote_d
                         f"the device {_runs(current)}",
                         f"Check free space and permissions in {remote_dir} on the device, then "
                         "flash again")
-    return rid, current.split("/")[1] if current else None, True
+    return rid, old.split("/")[1] if old else None, True
 
 
 def _rollback(remote: _Remote, remote_dir: str, label: str) -> tuple[str, str]:

@@ -80,6 +80,24 @@ def test_flash_second_flash_and_rollback(server, tmp_path):
     assert not list(remote.glob(".incoming-*"))
 
 
+def test_reflash_repairs_the_running_release_when_its_files_changed(server, tmp_path):
+    v1 = make_artifacts(tmp_path / "v1", {"model.tflite": b"model one"})
+    v2 = make_artifacts(tmp_path / "v2", {"model.tflite": b"model two"})
+    remote = tmp_path / "dev"
+    first, second = _flash(server, v1, remote), _flash(server, v2, remote)
+    damaged = remote / "releases" / second.release / "model.tflite"
+    damaged.write_bytes(b"model twX")  # a disk fault or an edit on the device
+
+    repaired = _flash(server, v2, remote)
+    assert repaired.changed and repaired.release == second.release
+    assert _current(remote) == b"model two"
+    assert repaired.previous == first.release  # previous is still the release before
+    assert os.readlink(remote / "previous") == f"releases/{first.release}"
+    assert sorted(p.name for p in (remote / "releases").iterdir()) == \
+        sorted([first.release, second.release])
+    assert not _flash(server, v2, remote).changed  # intact now: nothing to do
+
+
 def test_third_release_prunes_the_oldest(server, tmp_path):
     remote = tmp_path / "dev"
     ids = []
