@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import numpy as np
 from edgeprune import data as data_mod
 from edgeprune import pipeline
 from edgeprune.errors import BadInputError
-from edgeprune.stages import check, measure, quantize
+from edgeprune.stages import artifacts, check, measure, quantize
 from edgeprune.stages.check import CheckResult, Measurement
 from edgeprune.targets import load_target
 
@@ -46,19 +47,30 @@ def check_tflite(
     quantize.check_model_for_target(graph, target, str(path))  # float model, integer target
     shape = graph.tensors[graph.inputs[0]].shape
     measurements = [measure.flash(blob, target, path.name)]
+    inputs = None
     if data is not None:
         labelled = data_mod.load_labelled(data, "--data")
         x = data_mod.check_against_model(labelled.x, shape, f"--data {data}")
         data_mod.check_labels(labelled, graph.tensors[graph.outputs[0]].shape[-1], "--data")
         measurements.append(measure.accuracy(blob, x, labelled.y, str(data)))
         samples = x[:pipeline.SAMPLES_ON_TARGET]
+        inputs = data_mod.Inputs(None, data_mod.Labelled(x, labelled.y, str(data)), None)
     else:
         samples = np.random.default_rng(0).random((4, *shape[1:]), dtype=np.float32)
     measurements.append(measure.host_latency(blob, samples[0], target))
     measurements.extend(measure.estimates(blob, target).measurements)
+    # What a build's artifacts stage measures (the TFLite-Micro arena, Vela's figures) outranks
+    # the generic estimates here too; its files go to a scratch folder, the input is only read.
+    with tempfile.TemporaryDirectory(prefix="edgeprune-check-") as scratch:
+        device = artifacts.run(path, Path(scratch), target, inputs)
     details: dict[str, Any] = {}
+    if device.report:
+        details["artifacts"] = {k: v for k, v in device.report.items()
+                                if k not in ("files", "command")}
+    measurements[:0] = device.measurements
     if on_target is not None and on_target.wanted:
-        on_target_ms, details = measure.on_target(path, target, on_target, samples)
+        on_target_ms, on_target_details = measure.on_target(path, target, on_target, samples)
         measurements[:0] = on_target_ms
+        details.update(on_target_details)
     checks = check.run(measurements, target, baseline_accuracy=None)
     return CheckOutcome(target.name, measurements, checks, details)

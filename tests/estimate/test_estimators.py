@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tiny_models import convert
 
@@ -211,9 +212,31 @@ def test_check_command_estimates_the_target(tiny_tflite):
 
     from edgeprune.cli import main
 
-    for name in ("rpi4", "cortex-m4"):
+    def checked(name: str) -> dict:
         r = CliRunner().invoke(main, ["check", str(tiny_tflite), "--target", name, "--json"])
         assert r.exit_code in (0, 1), r.output
-        checks = {c["name"]: c for c in json.loads(r.output)["checks"]}
-        assert checks["latency"]["method"] == "estimate"
-        assert checks["ram"]["method"] == "estimate" and checks["ram"]["value"] > 0
+        return json.loads(r.stdout)  # stdout alone: logging goes to stderr
+
+    before = sorted(tiny_tflite.parent.iterdir())
+    rpi4 = {c["name"]: c for c in checked("rpi4")["checks"]}
+    assert rpi4["latency"]["method"] == "estimate"
+    assert rpi4["ram"]["method"] == "estimate" and rpi4["ram"]["value"] > 0
+
+    # As in a build, the artifacts stage's figures outrank the generic estimates: the RAM of a
+    # Cortex-M model is the TFLite-Micro arena measured by running it, an Ethos-U model's
+    # latency and SRAM are Vela's.
+    from edgeprune.runners import host, tflm
+
+    m4 = checked("cortex-m4")
+    ram = {c["name"]: c for c in m4["checks"]}["ram"]
+    graph = parse_tflite(tiny_tflite.read_bytes())
+    x = np.zeros((1, *graph.tensors[graph.inputs[0]].shape[1:]), np.float32)
+    arena = tflm.measure_arena(tiny_tflite, host.quantize_input(tiny_tflite, x)[0])
+    assert ram["method"] == "tflm" and ram["value"] == arena.min_bytes > 0
+    assert m4["artifacts"]["outputs_match"]["result"] in ("equal", "within_one_step")
+    u55 = checked("ethos-u55")
+    latency = {c["name"]: c for c in u55["checks"]}["latency"]
+    assert latency["value"] == pytest.approx(u55["artifacts"]["inference_time_ms"])
+    assert "Vela" in next(m["detail"] for m in u55["measurements"]
+                          if m["quantity"] == "latency_ms")
+    assert sorted(tiny_tflite.parent.iterdir()) == before  # nothing written beside the input
