@@ -48,11 +48,16 @@ FT = {"epochs": 10}
 SEARCH_MINUTES = 30.0  # a loaded shared machine: never let the limit decide the comparison
 TARGETS = ("rpi4", "cortex-m7")  # budget runs at 40 % of the dense latency
 # Levels (% of the dense latency) where auto is compared with uniform pruning, per target.
-# cortex-m7 was added after the rpi4 runs, because there the refinement's proxy loss of auto's
-# allocation at 40 % was a third of uniform's (0.32 against 1.15; rpi4: 1.70 against 1.75): its
-# MAC-bound costs differ more between groups. Its first levels were 60/50/40/30; 50 gave the
-# same uniform model as 60, and 70/25 (rpi4's other levels) were added after the 60 % runs.
 COMPARE = {"rpi4": (70, 60, 50, 40, 30, 25), "cortex-m7": (60, 50, 40, 30, 70, 25)}
+# How each target's levels came about (printed with its table).
+PROVENANCE = {
+    "rpi4": "Levels fixed before the runs.",
+    "cortex-m7": "Added after the rpi4 runs, because at 40 % the refinement's proxy loss of "
+                 "auto's allocation was a third of uniform's (0.32 against 1.15; rpi4: 1.70 "
+                 "against 1.75): MAC-bound costs differ more between groups. The levels first "
+                 "fixed were 60/50/40/30; 70 and 25 (rpi4's other levels) were added after the "
+                 "60 % runs.",
+}
 SEEDS = (0, 1, 2)
 PHASES = ("profiles", "budget", "compare", "rank", "md")
 log = logging.getLogger("bench")
@@ -319,16 +324,18 @@ def _compare_section(results: dict[str, Any], target: str, levels: tuple[int, ..
     """One target's auto-against-uniform table: per level the seeds' accuracies, their means and
     the per-seed comparison; then every distinct level's seed pairs pooled."""
     rows, wins, seen, same, diffs = [], 0, {}, [], []
-    for pct in levels:
+    for pct in sorted(levels, reverse=True):
         level = results.get(f"level/{target}/{pct}")
-        pairs = [(results.get(f"auto/{target}/{pct}/{s}"),
-                  results.get(f"uniform/{target}/{pct}/{s}")) for s in SEEDS]
-        pairs = [(a, u) for a, u in pairs if a and u]
-        if not level or not pairs:
+        if not level:
             continue
         if level["sparsity"] in seen:  # uniform latency falls in steps: the same experiment
             same.append(f"{pct} % gives the same uniform model (sparsity {level['sparsity']}) "
                         f"as {seen[level['sparsity']]} % and is not counted again")
+            continue
+        pairs = [(results.get(f"auto/{target}/{pct}/{s}"),
+                  results.get(f"uniform/{target}/{pct}/{s}")) for s in SEEDS]
+        pairs = [(a, u) for a, u in pairs if a and u]
+        if not pairs:
             continue
         seen[level["sparsity"]] = pct
         diffs += [(a["accuracy"] - u["accuracy"]) * 100 for a, u in pairs]
@@ -358,7 +365,7 @@ def _compare_section(results: dict[str, Any], target: str, levels: tuple[int, ..
              "column). auto's search short-fine-tunes the model it keeps (last column, in "
              "epochs of the fine-tune split: the greedy path's steps, or as many given to the "
              "refined cut before it may replace that model); the long fine-tune's early "
-             "stopping makes extra epochs for uniform moot.", ""]
+             f"stopping makes extra epochs for uniform moot. {PROVENANCE[target]}", ""]
     lines += _table(["level", "uniform sparsity", "uniform ms", "auto ms", "uniform acc",
                      "uniform mean", "auto acc", "auto mean", "auto − uniform (pt)",
                      "seeds auto ahead/tied/behind", "auto short-FT epochs"], rows)
@@ -391,7 +398,10 @@ def write_md(results: dict[str, Any], path: Path) -> None:
     lines = ["# --prune auto on the bundled example", "",
              "Command: `nice -n 10 .venv/bin/python bench/auto_search.py` (phases: profiles, "
              "budget, compare, rank, md; raw results in bench/auto_search.json). On a shared "
-             "2-core machine (load 2-6 from other jobs): times are wall-clock under that load.",
+             "2-core machine (load 2-6 from other jobs): times are wall-clock under that load. "
+             "Runs: budget and rpi4 compare `--redo auto --phase budget,compare` on d91f431; "
+             "cortex-m7 compare `--phase compare` on a1df32b (the same pruning, search and "
+             "fine-tune code); rank: an earlier session's run (its code path unchanged since).",
              "",
              "Every build: the bundled digits example (float val accuracy "
              f"{_pct(_float_accuracy(results))}), int8, {ft} "
