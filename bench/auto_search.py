@@ -403,8 +403,9 @@ def write_md(results: dict[str, Any], path: Path) -> None:
              "budget, compare, rank, md; raw results in bench/auto_search.json). On a shared "
              "2-core machine (load 2-6 from other jobs): times are wall-clock under that load. "
              "Runs: budget and rpi4 compare `--redo auto --phase budget,compare` on d91f431; "
-             "cortex-m7 compare `--phase compare` on a1df32b (the same pruning, search and "
-             "fine-tune code); rank: an earlier session's run (its code path unchanged since).",
+             "cortex-m7 compare `--phase compare` on a1df32b (seeds 0-2) and 63ec9ed (3-5; the "
+             "same pruning, search and fine-tune code); rank: an earlier session's run (its code "
+             "path unchanged since).",
              "",
              "Every build: the bundled digits example (float val accuracy "
              f"{_pct(_float_accuracy(results))}), int8, {ft} "
