@@ -57,7 +57,8 @@ PROVENANCE = {
                  "auto's allocation was a third of uniform's (0.32 against 1.15; rpi4: 1.70 "
                  "against 1.75): MAC-bound costs differ more between groups. The levels first "
                  "fixed were 60/50/40/30; 70 and 25 (rpi4's other levels) were added after the "
-                 "60 % runs.",
+                 "60 % runs. Seeds 3-5 were added after the runs of seeds 0-2, before their "
+                 "own results.",
 }
 # Seeds per target. cortex-m7's 3-5 were added after its first three, before their results,
 # to narrow its pooled interval (all of them are reported).
