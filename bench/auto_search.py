@@ -10,9 +10,10 @@ Phases (results accumulate in bench/auto_search.json, so a phase can be re-run a
   that estimate.
 - budget: ``edgeprune build --prune auto`` (through ``pipeline.build``) on rpi4-40pct and
   cortex-m7-40pct: does it meet every budget, with accuracy within 1 point of float?
-- compare: per target and level (``COMPARE``: rpi4 at 70/60/50/40/30/25 %, cortex-m7 at
-  60/50/40/30 % of the dense latency): the smallest uniform ``--sparsity`` (l1, the target's
-  channel multiple) whose estimated latency L is at or below that level (bisection);
+- compare: per target and level (``COMPARE``, % of the dense latency; levels that give an
+  earlier level's uniform model are not built again): the smallest uniform ``--sparsity``
+  (l1, the target's channel multiple) whose estimated latency L is at or below that level
+  (bisection);
   ``--prune structured`` with it, and ``--prune auto`` with L as its latency budget
   (bench/<target>-u<P>pct.toml), so auto is never the slower one; same fine-tuning, the
   seeds of ``SEEDS``. Accuracy is the emitted int8 .tflite's on examples/digits/val.npz (the
@@ -29,6 +30,7 @@ the uniform builds it is compared with stay).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -163,10 +165,10 @@ def _uniform_latency(model: Any, cost_model: Any, sparsity: float, multiple: int
                               ).latency_ms
 
 
-def bisect_sparsity(target: str, latency: float) -> tuple[float, float]:
-    """The smallest uniform sparsity whose estimated latency is ≤ ``latency`` (±0.002), and
-    that latency. Uniform pruning's latency falls in steps (every group crosses a multiple of
-    the channel multiple at once), so it is usually below ``latency``."""
+@functools.cache
+def _pricer(target: str) -> tuple[Any, Any, int]:
+    """The example, its cost model for ``target`` (anchored on the dense int8 model) and the
+    target's channel multiple: built once per target, shared by every level's bisection."""
     from edgeprune.pruning import layer_stats
     from edgeprune.pruning.anchor import AnchoredCostModel
     from edgeprune.stages.convert import to_tflite
@@ -177,7 +179,14 @@ def bisect_sparsity(target: str, latency: float) -> tuple[float, float]:
     dense = to_tflite(model, "int8", np.load(ex["calib"])["x"][:50], profile)
     cost_model = AnchoredCostModel(dense, profile, {r["name"]: r["out_channels"]
                                                     for r in layer_stats(model)})
-    multiple = profile.hardware.channel_multiple
+    return model, cost_model, profile.hardware.channel_multiple
+
+
+def bisect_sparsity(target: str, latency: float) -> tuple[float, float]:
+    """The smallest uniform sparsity whose estimated latency is ≤ ``latency`` (±0.002), and
+    that latency. Uniform pruning's latency falls in steps (every group crosses a multiple of
+    the channel multiple at once), so it is usually below ``latency``."""
+    model, cost_model, multiple = _pricer(target)
     lo, hi = 0.0, 0.95
     for _ in range(9):
         mid = (lo + hi) / 2
@@ -209,17 +218,16 @@ def phase_compare(results: dict[str, Any]) -> None:
         seen: set[float] = set()
         for pct in levels:
             sparsity, latency = bisect_sparsity(target, dense * pct / 100)
+            level = f"{target}/{pct}"
+            same = results.get(f"level/{level}", {}).get("sparsity") == sparsity
+            results[f"level/{level}"] = {"sparsity": sparsity, "latency_ms": latency}
             if sparsity in seen:  # uniform latency falls in steps: an experiment already run
-                results[f"level/{target}/{pct}"] = {"sparsity": sparsity, "latency_ms": latency}
                 continue
             seen.add(sparsity)
             profile = _profile_path(target, f"u{pct}")
             _write_profile(profile, target, round(latency, 4),
                            f"the estimated latency of uniform --sparsity {sparsity} "
                            f"(the smallest at or below {pct} % of the dense model's)")
-            level = f"{target}/{pct}"
-            same = results.get(f"level/{level}", {}).get("sparsity") == sparsity
-            results[f"level/{level}"] = {"sparsity": sparsity, "latency_ms": latency}
             for seed in SEEDS[target]:
                 # A re-run (e.g. with levels added) keeps the builds it has at this level.
                 if not (same and f"uniform/{level}/{seed}" in results):
