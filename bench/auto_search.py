@@ -1,9 +1,12 @@
-"""--prune auto on the bundled digits example: budgets met, and auto against uniform pruning.
+"""--prune auto on an example: budgets met, and auto against uniform pruning.
 
-    nice -n 10 .venv/bin/python bench/auto_search.py [--phase all|PHASE[,PHASE…]]
-        [--redo auto]
+    nice -n 10 .venv/bin/python bench/auto_search.py [--example digits|mnist]
+        [--phase all|PHASE[,PHASE…]] [--redo auto]
 
-Phases (results accumulate in bench/auto_search.json, so a phase can be re-run alone):
+Examples (``EXAMPLES``): ``digits``, the bundled default (results bench/auto_search.json and
+.md, profiles bench/<target>-…pct.toml); ``mnist``, examples/mnist (bench/auto_search_mnist.*,
+bench/mnist-<target>-…pct.toml). Phases (results accumulate in the example's JSON, so a phase
+can be re-run alone):
 
 - profiles: convert the dense example to int8, estimate it for rpi4 and cortex-m7, and write
   bench/<target>-40pct.toml (``inherit`` the shipped profile) with a latency budget of 40 % of
@@ -16,12 +19,12 @@ Phases (results accumulate in bench/auto_search.json, so a phase can be re-run a
   (bisection);
   ``--prune structured`` with it, and ``--prune auto`` with L as its latency budget
   (bench/<target>-u<P>pct.toml), so auto is never the slower one; same fine-tuning, the
-  seeds of ``SEEDS``. Accuracy is the emitted int8 .tflite's on examples/digits/val.npz (the
+  example's seeds. Accuracy is the emitted int8 .tflite's on the example's val.npz (the
   build's figure).
 - rank: the search with every proposal short-fine-tuned (``screen=None``): how well the
   proxy (adaptive-BN loss per unit of cost removed, no training) ranks proposals against the
   same measure after the short fine-tune.
-- md: write bench/auto_search.md from the JSON.
+- md: write the example's .md from its JSON.
 
 ``--redo auto`` drops the stored ``--prune auto`` builds first (after a change to the search;
 the uniform builds it is compared with stay).
@@ -30,6 +33,7 @@ the uniform builds it is compared with stay).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import logging
@@ -43,50 +47,94 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
-RESULTS = BENCH / "auto_search.json"
-OUT = REPO / "build" / "bench-auto"
 # Fine-tuning of every build here, auto and uniform alike: the recipe's (10 epochs at 1e-3,
 # early stopping on the fine-tune stage's monitor split).
 FT = {"epochs": 10}
 SEARCH_MINUTES = 30.0  # a loaded shared machine: never let the limit decide the comparison
 TARGETS = ("rpi4", "cortex-m7")  # budget runs at 40 % of the dense latency
-# Levels (% of the dense latency) where auto is compared with uniform pruning, per target.
-COMPARE = {"rpi4": (70, 60, 50, 40, 30, 25), "cortex-m7": (60, 50, 40, 30, 70, 25)}
-# How each target's levels came about (printed with its table).
-PROVENANCE = {
-    "rpi4": "Levels fixed before the runs.",
-    "cortex-m7": "Added after the rpi4 runs, because at 40 % the refinement's proxy loss of "
-                 "auto's allocation was a third of uniform's (0.32 against 1.15; rpi4: 1.70 "
-                 "against 1.75): MAC-bound costs differ more between groups. The levels first "
-                 "fixed were 60/50/40/30; 70 and 25 (rpi4's other levels) were added after the "
-                 "60 % runs. Seeds 3-5 were added after the runs of seeds 0-2, before their "
-                 "own results.",
-}
-# Seeds per target. cortex-m7's 3-5 were added after its first three, before their results,
-# to narrow its pooled interval (all of them are reported).
-SEEDS = {"rpi4": (0, 1, 2), "cortex-m7": (0, 1, 2, 3, 4, 5)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    name: str
+    folder: str  # examples/<folder>, calib_data/<folder>
+    # Levels (% of the dense latency) where auto is compared with uniform pruning, per target.
+    compare: dict[str, tuple[int, ...]]
+    seeds: dict[str, tuple[int, ...]]
+    provenance: dict[str, str]  # how each target's levels and seeds came about (in its table)
+    about: str  # the md's description of the example and of its runs
+    groups: str  # the md's key to the refinement table's channel groups
+
+    @property
+    def results(self) -> Path:
+        return BENCH / ("auto_search.json" if self.name == "digits"
+                        else f"auto_search_{self.name}.json")
+
+    @property
+    def prefix(self) -> str:  # of its bench profiles
+        return "" if self.name == "digits" else f"{self.name}-"
+
+    def inputs(self) -> dict[str, Path]:
+        folder = REPO / "examples" / self.folder
+        return {"model": folder / "model.keras", "data": folder / "train.npz",
+                "val": folder / "val.npz", "calib": REPO / "calib_data" / self.folder / "calib.npz"}
+
+
+EXAMPLES = {e.name: e for e in (
+    Example(
+        name="digits", folder="digits",
+        compare={"rpi4": (70, 60, 50, 40, 30, 25), "cortex-m7": (60, 50, 40, 30, 70, 25)},
+        # cortex-m7's seeds 3-5 were added after its first three, before their results, to
+        # narrow its pooled interval (all of them are reported).
+        seeds={"rpi4": (0, 1, 2), "cortex-m7": (0, 1, 2, 3, 4, 5)},
+        provenance={
+            "rpi4": "Levels fixed before the runs.",
+            "cortex-m7": "Added after the rpi4 runs, because at 40 % the refinement's proxy loss "
+                         "of auto's allocation was a third of uniform's (0.32 against 1.15; "
+                         "rpi4: 1.70 against 1.75): MAC-bound costs differ more between groups. "
+                         "The levels first fixed were 60/50/40/30; 70 and 25 (rpi4's other "
+                         "levels) were added after the 60 % runs. Seeds 3-5 were added after "
+                         "the runs of seeds 0-2, before their own results.",
+        },
+        about="Runs: budget and rpi4 compare `--redo auto --phase budget,compare` on d91f431; "
+              "cortex-m7 compare `--phase compare` on a1df32b (seeds 0-2) and 63ec9ed (3-5; the "
+              "same pruning, search and fine-tune code); rank: an earlier session's run (its "
+              "code path unchanged since).",
+        groups="0 stem+block1b, 1 block1a, 2 down2+block2_pw, 3 down3_pw, 4 block3_pw"),
+    Example(
+        name="mnist", folder="mnist",
+        compare={"cortex-m7": (60, 40, 25)},
+        seeds={"cortex-m7": (0, 1, 2)},
+        provenance={
+            "cortex-m7": "Target, levels and seeds fixed before any mnist run (cortex-m7 because "
+                         "it is where digits showed the larger spread of per-channel costs; one "
+                         "target for the session's time).",
+        },
+        about="",
+        groups="0 conv1, 1 conv2, 2 conv3, 3 conv4, 4 conv5"),
+)}
+EX = EXAMPLES["digits"]  # main() sets the one chosen
 PHASES = ("profiles", "budget", "compare", "rank", "md")
 log = logging.getLogger("bench")
 
 
 def _load() -> dict[str, Any]:
-    return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    return json.loads(EX.results.read_text()) if EX.results.is_file() else {}
 
 
 def _save(results: dict[str, Any]) -> None:
-    RESULTS.write_text(json.dumps(results, indent=1, default=float) + "\n")
+    EX.results.write_text(json.dumps(results, indent=1, default=float) + "\n")
 
 
 def _example() -> tuple[Any, dict[str, Path]]:
     from edgeprune import model_io
-    from edgeprune.resources import example_inputs
 
-    ex = example_inputs()
+    ex = EX.inputs()
     return model_io.load_model(ex["model"]), ex
 
 
 def _profile_path(target: str, pct: int | str) -> Path:
-    return BENCH / f"{target}-{pct}pct.toml"
+    return BENCH / f"{EX.prefix}{target}-{pct}pct.toml"
 
 
 def _write_profile(path: Path, target: str, budget: float, why: str) -> None:
@@ -132,7 +180,11 @@ def _build(profile: Path, **overrides: Any) -> dict[str, Any]:
     tag = "-".join([profile.stem, *(f"{k}{v}" for k, v in sorted(overrides.items()))])
     start = time.monotonic()
     try:
-        outcome = build(BuildRequest(out=OUT / tag, overrides=overrides), str(profile))
+        ex = EX.inputs()
+        request = BuildRequest(model=ex["model"], data=ex["data"], val=ex["val"],
+                               calib=ex["calib"], out=REPO / "build" / "bench-auto" / tag,
+                               overrides=overrides)
+        outcome = build(request, str(profile))
     finally:
         prune.PRUNERS["auto"] = auto
     rep = outcome.report
@@ -201,19 +253,18 @@ def _short_epochs(search: dict[str, Any] | None) -> float:
     """Epochs' worth of training auto's kept path received from its short fine-tunes, in
     epochs of the fine-tune stage's training split."""
     from edgeprune import data
-    from edgeprune.resources import example_inputs
 
     if not search:
         return 0.0
     steps = len(search["trajectory"]) - 1
-    fit = len(data.fit_split(data.load_labelled(example_inputs()["data"], "--data"), 0)[0])
+    fit = len(data.fit_split(data.load_labelled(EX.inputs()["data"], "--data"), 0)[0])
     return round(steps * search["config"]["short_steps"] * 32 / fit, 1)
 
 
 def phase_compare(results: dict[str, Any]) -> None:
     """Uniform at P % of the dense latency (bisection), then auto with uniform's estimated
     latency as its budget: auto is never slower than the uniform model it is compared to."""
-    for target, levels in COMPARE.items():
+    for target, levels in EX.compare.items():
         dense = results["dense"][target]["latency_ms"]
         seen: set[float] = set()
         for pct in levels:
@@ -228,7 +279,7 @@ def phase_compare(results: dict[str, Any]) -> None:
             _write_profile(profile, target, round(latency, 4),
                            f"the estimated latency of uniform --sparsity {sparsity} "
                            f"(the smallest at or below {pct} % of the dense model's)")
-            for seed in SEEDS[target]:
+            for seed in EX.seeds[target]:
                 # A re-run (e.g. with levels added) keeps the builds it has at this level.
                 if not (same and f"uniform/{level}/{seed}" in results):
                     results[f"uniform/{level}/{seed}"] = _build(
@@ -345,7 +396,7 @@ def _compare_section(results: dict[str, Any], target: str, levels: tuple[int, ..
                         f"as {seen[level['sparsity']]} % and is not counted again")
             continue
         pairs = [(results.get(f"auto/{target}/{pct}/{s}"),
-                  results.get(f"uniform/{target}/{pct}/{s}")) for s in SEEDS[target]]
+                  results.get(f"uniform/{target}/{pct}/{s}")) for s in EX.seeds[target]]
         pairs = [(a, u) for a, u in pairs if a and u]
         if not pairs:
             continue
@@ -371,13 +422,14 @@ def _compare_section(results: dict[str, Any], target: str, levels: tuple[int, ..
              f"Per level: the smallest uniform `--sparsity` (l1, channel multiple {multiple}) "
              "whose estimated latency is at or below P % of the dense model's (bisection); then "
              "`--prune auto` with that uniform model's estimated latency as its latency "
-             f"budget (bench/{target}-uP.toml), so auto is never the slower of the two. Same "
-             f"fine-tuning for both; seeds {', '.join(map(str, SEEDS[target]))} (values listed per "
-             "seed; a seed's auto and uniform builds are compared in the ahead/tied/behind "
-             "column). auto's search short-fine-tunes the model it keeps (last column, in "
-             "epochs of the fine-tune split: the greedy path's steps, or as many given to the "
-             "refined cut before it may replace that model); the long fine-tune's early "
-             f"stopping makes extra epochs for uniform moot. {PROVENANCE[target]}", ""]
+             f"budget (bench/{EX.prefix}{target}-uP.toml), so auto is never the slower of the "
+             f"two. Same fine-tuning for both; seeds {', '.join(map(str, EX.seeds[target]))} "
+             "(values listed per seed; a seed's auto and uniform builds are compared in the "
+             "ahead/tied/behind column). auto's search short-fine-tunes the model it keeps "
+             "(last column, in epochs of the fine-tune split: the greedy path's steps, or as "
+             "many given to the refined cut before it may replace that model); the long "
+             "fine-tune's early stopping makes extra epochs for uniform moot. "
+             f"{EX.provenance[target]}", ""]
     lines += _table(["level", "uniform sparsity", "uniform ms", "auto ms", "uniform acc",
                      "uniform mean", "auto acc", "auto mean", "auto − uniform (pt)",
                      "seeds auto ahead/tied/behind", "auto short-FT epochs"], rows)
@@ -406,31 +458,34 @@ def _channel_multiple(target: str) -> int:
 
 
 def write_md(results: dict[str, Any], path: Path) -> None:
+    from edgeprune import data
+
     ft = f"`--epochs {FT['epochs']}` (the recipe's learning rate, 1e-3)"
-    lines = ["# --prune auto on the bundled example", "",
-             "Command: `nice -n 10 .venv/bin/python bench/auto_search.py` (phases: profiles, "
-             "budget, compare, rank, md; raw results in bench/auto_search.json). On a shared "
-             "2-core machine (load 2-6 from other jobs): times are wall-clock under that load. "
-             "Runs: budget and rpi4 compare `--redo auto --phase budget,compare` on d91f431; "
-             "cortex-m7 compare `--phase compare` on a1df32b (seeds 0-2) and 63ec9ed (3-5; the "
-             "same pruning, search and fine-tune code); rank: an earlier session's run (its code "
-             "path unchanged since).",
+    val = EX.inputs()["val"]
+    samples = len(data.load_labelled(val, "--val").y)
+    option = "" if EX.name == "digits" else f" --example {EX.name}"
+    lines = [f"# --prune auto on the {EX.name} example", "",
+             f"Command: `nice -n 10 .venv/bin/python bench/auto_search.py{option}` (phases: "
+             f"profiles, budget, compare, rank, md; raw results in bench/{EX.results.name}). On "
+             "a shared 2-core machine (load 2-6 from other jobs): times are wall-clock under that "
+             f"load. {EX.about}",
              "",
-             "Every build: the bundled digits example (float val accuracy "
+             f"Every build: examples/{EX.folder} (float val accuracy "
              f"{_pct(_float_accuracy(results))}), int8, {ft} "
              f"(the same for auto and uniform), `--search-minutes {SEARCH_MINUTES:g}`. Accuracy "
-             "is the emitted int8 .tflite's on examples/digits/val.npz (360 samples: one sample "
-             "is 0.28 points); latency, RAM and flash are the target's estimates of that "
-             ".tflite, as the check stage reports them.", ""]
+             f"is the emitted int8 .tflite's on {val.relative_to(REPO)} ({samples:,} samples: "
+             f"one sample is {100 / samples:.2g} points); latency, RAM and flash are the "
+             "target's estimates of that .tflite, as the check stage reports them.", ""]
     header = ["target", "dense ms", "budget ms", "auto ms", "RAM B", "flash B", "float acc",
               "auto acc", "drop (pt)", "every budget met", "exit", "search steps",
               "search s", "build s"]
     lines += ["## Budgets at 40 % of the dense model's latency", "",
-              "Profiles bench/rpi4-40pct.toml and bench/cortex-m7-40pct.toml (written by the "
+              f"Profiles bench/{_profile_path('rpi4', 40).name} and "
+              f"bench/{_profile_path('cortex-m7', 40).name} (written by the "
               "script; RAM, flash and accuracy budgets inherited: 1.0 point accuracy drop).",
               ""]
     lines += _table(header, _budget_rows(results, "auto"))
-    for target, levels in COMPARE.items():
+    for target, levels in EX.compare.items():
         lines += _compare_section(results, target, levels)
     refined = [(k, r["search"]["refine"]) for k, r in results.items()
                if k.startswith("auto/") and (r.get("search") or {}).get("refine")]
@@ -439,8 +494,8 @@ def write_md(results: dict[str, Any], path: Path) -> None:
             return "/".join(str(v) for _, v in sorted(alloc.items(), key=lambda e: int(e[0])))
 
         lines += ["## The refinement at the budget, per auto build", "",
-                  "Channels kept per group (0 stem+block1b, 1 block1a, 2 down2+block2_pw, "
-                  "3 down3_pw, 4 block3_pw): where the greedy path ended, the uniform "
+                  f"Channels kept per group ({EX.groups}): where the greedy path ended, the "
+                  "uniform "
                   "allocation at the same budget, what the climb kept; loss is the proxy's "
                   "(one-shot cut from the input model, adaptive BN, scoring split).", ""]
         lines += _table(
@@ -491,7 +546,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phase", default="all",
                         help="all, or a comma-separated list of: " + ", ".join(PHASES))
     parser.add_argument("--redo", choices=["auto"], help="drop stored --prune auto builds")
+    parser.add_argument("--example", choices=sorted(EXAMPLES), default="digits")
     args = parser.parse_args(argv)
+    global EX
+    EX = EXAMPLES[args.example]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
     for noisy in ("tensorflow", "absl", "h5py"):
@@ -504,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--phase {args.phase}: phases are {', '.join(PHASES)}")
     for name in phases:
         if name == "md":
-            write_md(results, BENCH / "auto_search.md")
+            write_md(results, EX.results.with_suffix(".md"))
             continue
         log.info("phase %s", name)
         globals()[f"phase_{name}"](results)

@@ -111,26 +111,16 @@ def build_model(keras: ModuleType) -> Any:
     return keras.Model(inputs, outputs, name="digits_cnn")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument(
-        "--out-dir",
-        type=Path,
-        default=REPO_ROOT,
-        help="root under which examples/digits/ and calib_data/digits/ are written",
-    )
-    args = parser.parse_args(argv)
-
-    tf = _tf.tf()
+def fit_and_save(
+    model: Any,
+    splits: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    name: str,
+    args: argparse.Namespace,
+) -> None:
+    """Train ``model`` (Adam, cosine-decayed 3e-3), then write examples/NAME/{model.keras,
+    train.npz, val.npz} and calib_data/NAME/calib.npz under ``args.out_dir``."""
     keras = _tf.keras()
-    keras.utils.set_random_seed(args.seed)
-    tf.config.experimental.enable_op_determinism()
-
-    x_train, y_train, x_val, y_val = load_splits(args.seed)
-    model = build_model(keras)
+    x_train, y_train, x_val, y_val = splits
     steps_per_epoch = int(np.ceil(len(x_train) / args.batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=3e-3, decay_steps=args.epochs * steps_per_epoch
@@ -148,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     train_seconds = time.perf_counter() - start
     _, val_acc = model.evaluate(x_val, y_val, verbose=0)
 
-    example_dir = args.out_dir / "examples" / "digits"
-    calib_dir = args.out_dir / "calib_data" / "digits"
+    example_dir = args.out_dir / "examples" / name
+    calib_dir = args.out_dir / "calib_data" / name
     example_dir.mkdir(parents=True, exist_ok=True)
     calib_dir.mkdir(parents=True, exist_ok=True)
     # Recompile with a fresh optimizer before saving: the file keeps the loss and metrics that
@@ -170,6 +160,32 @@ def main(argv: list[str] | None = None) -> int:
         f"params={model.count_params()} val_accuracy={val_acc:.4f} "
         f"train_seconds={train_seconds:.1f} train={len(x_train)} val={len(x_val)}"
     )
+
+
+def make_parser(doc: str, epochs: int, batch_size: int) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=REPO_ROOT,
+        help="root under which examples/NAME/ and calib_data/NAME/ are written",
+    )
+    return parser
+
+
+def seed_everything(seed: int) -> None:
+    _tf.keras().utils.set_random_seed(seed)
+    _tf.tf().config.experimental.enable_op_determinism()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser(__doc__, epochs=15, batch_size=32).parse_args(argv)
+    seed_everything(args.seed)
+    splits = load_splits(args.seed)
+    fit_and_save(build_model(_tf.keras()), splits, "digits", args)
     return 0
 
 
