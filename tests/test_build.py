@@ -164,7 +164,7 @@ def test_check_command(tiny_tflite, tiny_files, tmp_path):
     r = CliRunner().invoke(main, ["check", str(tiny_tflite), "--target", "host", "--data",
                                   str(tiny_files["val"]), "--json"])
     assert r.exit_code in (0, 1), r.output
-    result = json.loads(r.output)
+    result = json.loads(r.stdout)
     assert {c["name"] for c in result["checks"]} == {"latency", "flash", "accuracy_drop"}
     flash = next(c for c in result["checks"] if c["name"] == "flash")
     assert flash["value"] == tiny_tflite.stat().st_size and flash["passed"] is True

@@ -101,7 +101,7 @@ def test_verify_clean_changed_and_not_a_build_folder(tiny_files, tmp_path):
         assert r.exit_code == 0, r.output
         assert "ok" in r.output
     r = _verify(out, "--json")
-    assert r.exit_code == 0 and json.loads(r.output)["drifted"] is False
+    assert r.exit_code == 0 and json.loads(r.stdout)["drifted"] is False
 
     blob = bytearray((folder / "model.tflite").read_bytes())
     blob[-1] ^= 0xFF
@@ -113,7 +113,7 @@ def test_verify_clean_changed_and_not_a_build_folder(tiny_files, tmp_path):
     (folder / "report.md").unlink()
     r = _verify(out, "--json")
     assert r.exit_code == 1
-    build = json.loads(r.output)["builds"][0]
+    build = json.loads(r.stdout)["builds"][0]
     assert build["changed"] == ["model.tflite"] and build["missing"] == ["report.md"]
 
     not_build = tmp_path / "empty"
@@ -131,8 +131,8 @@ def test_verify_reports_changed_inputs(tiny_files, tmp_path):
     files["val"].write_bytes(files["val"].read_bytes() + b"\0")
     r = _verify(folder, "--json")
     assert r.exit_code == 1
-    assert json.loads(r.output)["builds"][0]["inputs_changed"] == ["val"]
+    assert json.loads(r.stdout)["builds"][0]["inputs_changed"] == ["val"]
     files["val"].unlink()  # gone: listed as not checked, not as drift
     r = _verify(folder, "--json")
     assert r.exit_code == 0
-    assert json.loads(r.output)["builds"][0]["inputs_not_checked"] == ["val"]
+    assert json.loads(r.stdout)["builds"][0]["inputs_not_checked"] == ["val"]

@@ -95,6 +95,6 @@ def test_targets_command_text_and_json():
     for name in SHIPPED:
         assert name in r.output
     r = CliRunner().invoke(main, ["targets", "--json"])
-    data = json.loads(r.output)
+    data = json.loads(r.stdout)
     assert {d["name"] for d in data} >= set(SHIPPED)
     assert all("budgets" in d and "hardware" in d for d in data)

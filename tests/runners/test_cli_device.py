@@ -54,7 +54,7 @@ def test_check_emulate_reports_bit_identical_outputs(tiny_tflite, tiny_files):
         "--emulate", "--json",
     ])
     assert r.exit_code in (0, 1), r.output
-    result = json.loads(r.output[r.output.index("{"):])
+    result = json.loads(r.stdout)
     emulation = result["emulation"]
     assert emulation["outputs_compared"] >= 10
     # What is reported is what was compared. This tiny model's outputs were seen to differ by
@@ -78,6 +78,6 @@ def test_bundled_example_is_bit_identical_under_qemu(tmp_path):
     r = CliRunner().invoke(main, ["check", str(out / "rpi4" / "model.tflite"), "--target", "rpi4",
                                   "--data", str(ex["val"]), "--emulate", "--json"])
     assert r.exit_code in (0, 1), r.output
-    result = json.loads(r.output[r.output.index("{"):])
+    result = json.loads(r.stdout)
     assert result["emulation"]["bit_identical"] is True, result["emulation"]
     assert result["emulation"]["outputs_compared"] == 24
