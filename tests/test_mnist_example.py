@@ -6,14 +6,15 @@ import importlib.util
 import io
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
 
 from edgeprune import data, model_io
 from edgeprune.pruning import prune_structured
 
+REPO = Path(__file__).resolve().parents[1]
 MNIST = REPO / "examples" / "mnist"
 
 
