@@ -111,7 +111,9 @@ EXAMPLES = {e.name: e for e in (
                          "costs there).",
             "rpi4": "Fixed with cortex-m7's, before any mnist comparison run; run after it.",
         },
-        about="",
+        about="Runs: `--phase profiles,budget` on bb11502, `--phase compare,md` on 2c96c3a "
+              "(edgeprune's code is the same in both, and as in the digits runs' last, "
+              "63ec9ed); rank: not run on this example.",
         groups="0 conv1, 1 conv2, 2 conv3, 3 conv4, 4 conv5"),
 )}
 EX = EXAMPLES["digits"]  # main() sets the one chosen
