@@ -87,7 +87,9 @@ def _wheel(path: Path | None) -> bytes:
 
 
 def _stratified(labels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    """``count`` indices with each class in its share of ``labels`` (sorted, no repeats)."""
+    """``count`` indices, each class in its rounded share of ``labels`` (sorted, no repeats).
+    Rounding can give a sample more than ``count`` (the validation split: 5,001); the extra ones
+    are cut from the end. It cannot give fewer for MNIST's class sizes and these counts."""
     picked = []
     for cls in range(NUM_CLASSES):
         members = np.flatnonzero(labels == cls)
