@@ -56,8 +56,7 @@ TARGETS = ("rpi4", "cortex-m7")  # budget runs at 40 % of the dense latency
 
 @dataclasses.dataclass(frozen=True)
 class Example:
-    name: str
-    folder: str  # examples/<folder>, calib_data/<folder>
+    name: str  # examples/<name>, calib_data/<name>
     # Levels (% of the dense latency) where auto is compared with uniform pruning, per target.
     compare: dict[str, tuple[int, ...]]
     seeds: dict[str, tuple[int, ...]]
@@ -75,14 +74,14 @@ class Example:
         return "" if self.name == "digits" else f"{self.name}-"
 
     def inputs(self) -> dict[str, Path]:
-        folder = REPO / "examples" / self.folder
+        folder = REPO / "examples" / self.name
         return {"model": folder / "model.keras", "data": folder / "train.npz",
-                "val": folder / "val.npz", "calib": REPO / "calib_data" / self.folder / "calib.npz"}
+                "val": folder / "val.npz", "calib": REPO / "calib_data" / self.name / "calib.npz"}
 
 
 EXAMPLES = {e.name: e for e in (
     Example(
-        name="digits", folder="digits",
+        name="digits",
         compare={"rpi4": (70, 60, 50, 40, 30, 25), "cortex-m7": (60, 50, 40, 30, 70, 25)},
         # cortex-m7's seeds 3-5 were added after its first three, before their results, to
         # narrow its pooled interval (all of them are reported).
@@ -102,7 +101,7 @@ EXAMPLES = {e.name: e for e in (
               "code path unchanged since).",
         groups="0 stem+block1b, 1 block1a, 2 down2+block2_pw, 3 down3_pw, 4 block3_pw"),
     Example(
-        name="mnist", folder="mnist",
+        name="mnist",
         compare={"cortex-m7": (60, 40, 25), "rpi4": (60, 40, 25)},
         seeds={"cortex-m7": (0, 1, 2), "rpi4": (0, 1, 2)},
         provenance={
@@ -473,7 +472,7 @@ def write_md(results: dict[str, Any], path: Path) -> None:
              "a shared 2-core machine (load 2-6 from other jobs): times are wall-clock under that "
              f"load. {EX.about}",
              "",
-             f"Every build: examples/{EX.folder} (float val accuracy "
+             f"Every build: examples/{EX.name} (float val accuracy "
              f"{_pct(_float_accuracy(results))}), int8, {ft} "
              f"(the same for auto and uniform), `--search-minutes {SEARCH_MINUTES:g}`. Accuracy "
              f"is the emitted int8 .tflite's on {val.relative_to(REPO)} ({samples:,} samples: "
