@@ -58,6 +58,9 @@ def keras_callback(epochs: int, steps_per_epoch: int) -> Any:
                                      refresh=False)
 
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            # -v logs every epoch: where no bar is drawn (CI logs, pipes) this is the progress
+            log.debug("fine-tuning epoch %d/%d: %s", epoch + 1, epochs,
+                      ", ".join(f"{k} {v:.4f}" for k, v in sorted((logs or {}).items())))
             if logs and "val_accuracy" in logs:
                 self.bar.set_postfix(epoch=f"{epoch + 1}/{epochs}",
                                      val_acc=f"{logs['val_accuracy']:.3f}")

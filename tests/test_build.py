@@ -154,7 +154,7 @@ def test_ctrl_c_during_finetune_leaves_no_folder(tiny_files, tmp_path):
     cmd = ["build", "--target", "host", "--model",
            str(tiny_files["model"]), "--data", str(tiny_files["data"]), "--out", str(out),
            "--prune", "magnitude", "--epochs", "400"]
-    code, err, visible = interrupt_in_finetune(cmd, out, delay=3, timeout=120)
+    code, err, visible = interrupt_in_finetune(cmd, out, timeout=120)
     assert not visible and out.exists()  # the partial folder is hidden
     assert code == 130 and "interrupted" in err, err
     assert [p.name for p in out.iterdir()] == [".edgeprune-cache"]  # for --resume
