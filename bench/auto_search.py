@@ -258,9 +258,12 @@ def _short_epochs(search: dict[str, Any] | None) -> float:
 
     if not search:
         return 0.0
-    steps = len(search["trajectory"]) - 1
     fit = len(data.fit_split(data.load_labelled(EX.inputs()["data"], "--data"), 0)[0])
-    return round(steps * search["config"]["short_steps"] * 32 / fit, 1)
+    refine = search.get("refine") or {}
+    steps = refine.get("final_steps", 0)  # the final round (absent in earlier runs)
+    if refine.get("chosen", "greedy") == "greedy":
+        steps += (len(search["trajectory"]) - 1) * search["config"]["short_steps"]
+    return round(steps * 32 / fit, 1)
 
 
 def phase_compare(results: dict[str, Any]) -> None:
