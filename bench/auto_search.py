@@ -500,17 +500,25 @@ def write_md(results: dict[str, Any], path: Path) -> None:
 
         lines += ["## The refinement at the budget, per auto build", "",
                   f"Channels kept per group ({EX.groups}): where the greedy path ended, the "
-                  "uniform "
-                  "allocation at the same budget, what the climb kept; loss is the proxy's "
-                  "(one-shot cut from the input model, adaptive BN, scoring split).", ""]
+                  "uniform allocation at the same budget, what the climb reached; loss is the "
+                  "proxy's (one-shot cut from the input model, adaptive BN, scoring split). "
+                  "Final round (builds since it exists): each finalist's scoring-split "
+                  "accuracy / loss after the same two-epoch fine-tune; the kept one is marked "
+                  "*.", ""]
+
+        def final(ref: dict[str, Any]) -> str:
+            return "; ".join(f"{f['from']}{'*' if f['from'] == ref['chosen'] else ''} "
+                             f"{f['accuracy']:.4f} / {f['loss']:.4f}"
+                             for f in ref.get("finalists", []) if f["loss"] is not None) or "—"
+
         lines += _table(
-            ["build", "greedy (loss)", "uniform (loss)", "climbed from", "moves", "kept (loss)",
-             "allocations scored", "outcome", "s"],
+            ["build", "greedy (loss)", "uniform (loss)", "climbed from", "moves",
+             "climbed to (loss)", "allocations scored", "final round", "outcome", "s"],
             [[k, *[next((f"{kept(st['kept'])} ({st['loss']:.3f})" for st in ref["starts"]
                           if st["from"] == start), "—") for start in ("greedy", "uniform")],
-              ref["climbed_from"],
-              len(ref["moves"]), f"{kept(ref['kept'])} ({ref['loss']:.3f})",
-              ref["allocations_scored"], ref["outcome"], f"{ref['seconds']:.0f}"]
+              ref["climbed_from"], len(ref["moves"]),
+              f"{kept(ref.get('climbed', ref['kept']))} ({ref['loss']:.3f})",
+              ref["allocations_scored"], final(ref), ref["outcome"], f"{ref['seconds']:.0f}"]
              for k, ref in refined])
     for target, rank in (results.get("rank") or {}).items():
         lines += [f"## Proxy against short fine-tune: rank agreement ({target}-40pct)", "",

@@ -345,7 +345,7 @@ class _Search:
         origin = min(starts, key=lambda s: refiner.loss(s[2]))
         chosen, moves = refiner.climb(origin[2])
         self.refined = {"starts": rows, "climbed_from": origin[0], "moves": moves,
-                        "kept": chosen, "loss": round(refiner.loss(chosen), 5),
+                        "climbed": chosen, "loss": round(refiner.loss(chosen), 5),
                         "allocations_scored": len(refiner.scored)}
         finalists = [("greedy", greedy), ("refined", chosen)]
         if uniform is not None:
@@ -358,47 +358,51 @@ class _Search:
 
     def _final_round(self, graph: ChannelGraph,
                      finalists: list[tuple[str, Allocation]]) -> dict[str, Any]:
-        """The greedy model and the other allocations (each cut from the input model) are
-        fine-tuned alike for ``final_epochs`` on the same batches, and the lowest scoring loss
-        is kept if a real conversion confirms it fits. Why this long: on the mnist example
-        the proxy and the path's half-epoch fine-tunes ranked a bottlenecked allocation first;
-        after two epochs the order flipped, as after the full fine-tune
+        """The greedy model (first) and the other allocations (each cut from the input model)
+        are fine-tuned alike for ``final_epochs`` on the same batches, and the lowest scoring
+        loss is kept if a real conversion confirms it fits. Why this long: on the mnist
+        example the proxy and the path's half-epoch fine-tunes ranked a bottlenecked
+        allocation first; after two epochs the order flipped, as after the full fine-tune
         (bench/proxy_vs_finetune.md). Returns the report's fields."""
         steps = max(1, math.ceil(self.config.final_epochs * len(self.fit) / self.batch_size))
-        seen: list[Allocation] = []
         entries: list[dict[str, Any]] = []
         for name, alloc in finalists:
-            if alloc in seen:
-                continue
-            if seen and time.monotonic() >= self.deadline:
+            if all(alloc != e["kept"] for e in entries):
+                entries.append({"from": name, "kept": alloc, "accuracy": None, "loss": None,
+                                "estimated": None})
+        greedy = winner = entries[0]
+        greedy["estimated"] = self.costs.to_dict()  # the path's last step, verified
+        models = {"greedy": self.model}
+        for e in entries if len(entries) > 1 else []:
+            if time.monotonic() >= self.deadline:
                 break
-            seen.append(alloc)
-            model = self.model if name == "greedy" else self._cut(graph, alloc)
+            model = models.get(e["from"]) or self._cut(graph, e["kept"])
             self._short_finetune(model, len(self.trajectory), steps)
             recalibrate_bn(model, self.bn_batch)
-            accuracy, loss = self._evaluate(model)
-            entries.append({"from": name, "kept": alloc, "accuracy": round(accuracy, 5),
-                            "loss": round(loss, 5), "estimated": None, "model": model})
-        greedy = entries[0]
-        greedy["estimated"] = self.costs.to_dict()  # the path's last step, verified
-        winner = greedy
-        for e in sorted(entries[1:], key=lambda e: e["loss"]):
+            e["accuracy"], e["loss"] = (round(v, 5) for v in self._evaluate(model))
+            models[e["from"]] = model
+        scored = [e for e in entries[1:] if e["loss"] is not None]
+        for e in sorted(scored, key=lambda e: e["loss"]):
             if e["loss"] >= greedy["loss"]:
                 break
-            costs = self._anchor(e["model"], layer_channels(graph, e["kept"])).costs
+            costs = self._anchor(models[e["from"]], layer_channels(graph, e["kept"])).costs
             e["estimated"] = costs.to_dict()
             if self._fits(costs):  # else the prediction missed what the conversion adds
-                winner = e
-                self.costs = costs
+                winner, self.costs = e, costs
                 break
-        self.model, self.loss = winner["model"], winner["loss"]
-        outcome = ("greedy kept" if winner is greedy
-                   else f"replaced the greedy model by the {winner['from']} allocation")
-        return {"final_steps": steps, "chosen": winner["from"], "kept": winner["kept"],
-                "outcome": f"{outcome} (lowest loss after {self.config.final_epochs:g} "
-                           f"epoch(s) of fine-tuning each)",
-                "estimated": winner["estimated"],
-                "finalists": [{k: v for k, v in e.items() if k != "model"} for e in entries]}
+        if scored:
+            self.model, self.loss = models[winner["from"]], winner["loss"]
+            outcome = ("greedy kept" if winner is greedy else
+                       f"replaced the greedy model by the {winner['from']} allocation")
+            outcome += (f" (lowest loss after {self.config.final_epochs:g} epoch(s) of "
+                        "fine-tuning each)")
+        elif len(entries) == 1:
+            outcome = "greedy kept (the refined and uniform allocations are the greedy one)"
+        else:
+            outcome = "greedy kept (time limit before the final round)"
+        return {"final_steps": steps if scored else 0, "chosen": winner["from"],
+                "kept": winner["kept"], "outcome": outcome, "estimated": winner["estimated"],
+                "finalists": entries}
 
     def _fits(self, costs: Costs) -> bool:
         return not self._over(costs)
