@@ -430,10 +430,13 @@ def _compare_section(results: dict[str, Any], target: str, levels: tuple[int, ..
              f"budget (bench/{EX.prefix}{target}-uP.toml), so auto is never the slower of the "
              f"two. Same fine-tuning for both; seeds {', '.join(map(str, EX.seeds[target]))} "
              "(values listed per seed; a seed's auto and uniform builds are compared in the "
-             "ahead/tied/behind column). auto's search short-fine-tunes the model it keeps "
-             "(last column, in epochs of the fine-tune split: the greedy path's steps, or as "
-             "many given to the refined cut before it may replace that model); the long "
-             "fine-tune's early stopping makes extra epochs for uniform moot. "
+             "ahead/tied/behind column). auto's search also trains the model it keeps "
+             "(last column, in epochs of the fine-tune split: the greedy path's short "
+             "fine-tunes plus the final round's two epochs when the greedy model is kept, the "
+             "final round's alone when a one-shot cut is; in runs before the final round, the "
+             "path's steps, which a refined cut also received before it could replace the "
+             "greedy model). Uniform builds get no such extra training; both fine-tunes stop "
+             "early on the monitor split. "
              f"{EX.provenance[target]}", ""]
     lines += _table(["level", "uniform sparsity", "uniform ms", "auto ms", "uniform acc",
                      "uniform mean", "auto acc", "auto mean", "auto − uniform (pt)",
