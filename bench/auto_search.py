@@ -116,16 +116,18 @@ EXAMPLES = {e.name: e for e in (
         groups="0 conv1, 1 conv2, 2 conv3, 3 conv4, 4 conv5"),
 )}
 EX = EXAMPLES["digits"]  # main() sets the one chosen
+RESULTS: Path = EX.results  # main() sets these too (--results, --about)
+ABOUT: str | None = None
 PHASES = ("profiles", "budget", "compare", "rank", "md")
 log = logging.getLogger("bench")
 
 
 def _load() -> dict[str, Any]:
-    return json.loads(EX.results.read_text()) if EX.results.is_file() else {}
+    return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
 
 
 def _save(results: dict[str, Any]) -> None:
-    EX.results.write_text(json.dumps(results, indent=1, default=float) + "\n")
+    RESULTS.write_text(json.dumps(results, indent=1, default=float) + "\n")
 
 
 def _example() -> tuple[Any, dict[str, Path]]:
@@ -474,9 +476,9 @@ def write_md(results: dict[str, Any], path: Path) -> None:
     option = "" if EX.name == "digits" else f" --example {EX.name}"
     lines = [f"# --prune auto on the {EX.name} example", "",
              f"Command: `nice -n 10 .venv/bin/python bench/auto_search.py{option}` (phases: "
-             f"profiles, budget, compare, rank, md; raw results in bench/{EX.results.name}). On "
+             f"profiles, budget, compare, rank, md; raw results in bench/{RESULTS.name}). On "
              "a shared 2-core machine (load 2-6 from other jobs): times are wall-clock under that "
-             f"load. {EX.about}",
+             f"load. {ABOUT or EX.about}",
              "",
              f"Every build: examples/{EX.name} (float val accuracy "
              f"{_pct(_float_accuracy(results))}), int8, {ft} "
@@ -563,9 +565,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="all, or a comma-separated list of: " + ", ".join(PHASES))
     parser.add_argument("--redo", choices=["auto"], help="drop stored --prune auto builds")
     parser.add_argument("--example", choices=sorted(EXAMPLES), default="digits")
+    parser.add_argument("--results", type=Path,
+                        help="results JSON (the md is written next to it); default: the "
+                             "example's own, e.g. for runs of a variant of the search")
+    parser.add_argument("--about", help="the md's account of the runs, instead of the example's")
     args = parser.parse_args(argv)
-    global EX
+    global EX, RESULTS, ABOUT
     EX = EXAMPLES[args.example]
+    RESULTS, ABOUT = args.results or EX.results, args.about
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
     for noisy in ("tensorflow", "absl", "h5py"):
@@ -578,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--phase {args.phase}: phases are {', '.join(PHASES)}")
     for name in phases:
         if name == "md":
-            write_md(results, EX.results.with_suffix(".md"))
+            write_md(results, RESULTS.with_suffix(".md"))
             continue
         log.info("phase %s", name)
         globals()[f"phase_{name}"](results)

@@ -10,9 +10,8 @@ like the accuracy they reach after the full fine-tune (Spearman 0.8;
 bench/allocation_landscape.md). Starting from the better of the greedy and the uniform
 allocation, each round tries every move that widens one group by a channel multiple (narrowing
 another by as little as keeps every budget) and takes the best while it lowers the loss. The
-search (pruning/search.py) then fine-tunes the result, the greedy model and the uniform
-allocation alike for two epochs and keeps the lowest loss: on the mnist example the proxy
-preferred a bottlenecked allocation that the full fine-tune ranks below uniform.
+search (pruning/search.py) then lets the result replace the greedy model only if it wins
+NetAdapt's own test after as many short fine-tune steps as the greedy path took.
 """
 
 from __future__ import annotations

@@ -201,22 +201,20 @@ def _search_rows(search: dict[str, Any]) -> list[tuple[str, ...]]:
                      _fmt(costs.get("flash_bytes")), _fmt(costs.get("ram_bytes")),
                      _fmt(s.get("accuracy"), 4)))
     refine = search.get("refine") or {}
-    for f in refine.get("finalists") or []:  # fine-tuned alike; the lowest loss is kept
-        costs = f.get("estimated") or {}
-        kept = ", ".join(f"{g}: {k}" for g, k in f["kept"].items())
-        chosen = " (kept)" if f["from"] == refine.get("chosen") else ""
-        rows.append((f"final: {f['from']}{chosen}", f"channels kept per group: {kept}", "—",
+    if refine.get("outcome") == "replaced the greedy model":
+        costs = refine.get("estimated") or {}
+        kept = ", ".join(f"{g}: {k}" for g, k in refine["kept"].items())
+        rows.append(("refined", f"channels kept per group: {kept}", "—",
                      _fmt(costs.get("latency_ms"), 4), _fmt(costs.get("flash_bytes")),
-                     _fmt(costs.get("ram_bytes")), _fmt(f.get("accuracy"), 4)))
+                     _fmt(costs.get("ram_bytes")), "—"))
     return rows
 
 
 def _refine_summary(search: dict[str, Any]) -> str:
     r = search["refine"]
-    return (f"Refinement at the budget: {r['outcome']}. The refined allocation: "
-            f"{r['allocations_scored']} allocations cut from the input model and scored by loss "
-            f"on the scoring split, climbed from the {r['climbed_from']} allocation, "
-            f"{len(r['moves'])} move(s) taken.")
+    return (f"Refinement at the budget: {r['outcome']} ({r['allocations_scored']} allocations "
+            f"cut from the input model and scored by loss on the scoring split, climbed from "
+            f"the {r['climbed_from']} allocation, {len(r['moves'])} move(s) taken).")
 
 
 def _search_html(search: dict[str, Any] | None) -> str:
