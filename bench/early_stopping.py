@@ -1,0 +1,131 @@
+"""Does the fine-tune's early stopping decide auto against uniform on mnist?
+
+    nice -n 10 .venv/bin/python bench/early_stopping.py
+
+A diagnostic for bench/auto_search_mnist.md. There, at cortex-m7's 40 % level, auto's model
+was behind uniform's on every seed; and at 60 %, where a variant of the search with a final
+round (bench/auto_search_mnist_final_round.md) kept the uniform allocation itself, the auto
+build still ended below the uniform build of the same seed. Both
+builds fine-tune with early stopping on the monitor split's accuracy (patience 3, best weights
+restored); auto's model arrives already trained by the search, so its monitor accuracy may
+peak, and stop the fine-tune, sooner. This re-runs the fine-tune stage (edgeprune's own, 10
+epochs, Adam 1e-3, seeds 0-2) from the pruned models those builds cached in
+build/bench-auto/ (the runs at 2c96c3a; a later build with the same recipe does not replace a
+cache entry. auto: the search's output; uniform: the l1 cut), once as the recipe runs it and
+once without early stopping (all 10 epochs, the last epoch's weights), and measures the
+float model on examples/mnist/val.npz. Writes bench/early_stopping.{json,md}.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+BUILDS = REPO / "build" / "bench-auto"
+SEEDS = (0, 1, 2)
+RUNS = {"auto": "mnist-cortex-m7-u40pct-epochs10-pruneauto-search_minutes30.0-seed{}",
+        "uniform": "mnist-cortex-m7-u40pct-epochs10-prunestructured-seed{}-sparsity0.36"}
+
+
+class _Epochs(logging.Handler):
+    """Counts the epochs the fine-tune ran (its INFO line says how many)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("fine-tuned "):
+            self.ran = int(record.getMessage().split()[1])
+
+
+def _no_stop(**_: object):
+    """In place of EarlyStopping: every epoch runs and the last epoch's weights are kept (the
+    recipe's callback restores the best monitor epoch's weights even when it never stops)."""
+    from edgeprune import _tf
+
+    return _tf.keras().callbacks.Callback()
+
+
+def _measure(model, x, y) -> tuple[float, float]:
+    p = np.concatenate([np.asarray(model(x[i:i + 500], training=False))
+                        for i in range(0, len(x), 500)])
+    return (float(np.mean(p.argmax(1) == y)),
+            float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1)))))
+
+
+def _pruned(run: str):
+    from edgeprune import stage_cache
+    from edgeprune.model_io import load_model
+    from edgeprune.stages.prune import Pruned
+
+    folder = next((BUILDS / run / stage_cache.CACHE_DIR).glob("*/prune-*"))
+    return Pruned(model=load_model(folder / "model.keras"), **stage_cache.load_json(folder))
+
+
+def write_md(rows: list[dict]) -> None:
+    def mean(name: str, stopping: str) -> float:
+        return float(np.mean([r["accuracy"] for r in rows
+                              if r["model"] == name and r["early_stopping"] == stopping]))
+
+    lines = ["# Early stopping and auto against uniform (mnist, cortex-m7 40 %)", "",
+             "Command: `nice -n 10 .venv/bin/python bench/early_stopping.py` (see its "
+             "docstring; `… early_stopping.py md` rewrites this file from the JSON). Float "
+             "accuracy on examples/mnist/val.npz (5,000 samples) after the fine-tune stage "
+             "(10 epochs, Adam 1e-3), per seed; epochs run in brackets (the recipe's early "
+             "stopping then restores the best monitor epoch's weights).", "",
+             "| model | early stopping | seed 0 | seed 1 | seed 2 | mean |",
+             "|---|---|---|---|---|---|"]
+    for name in RUNS:
+        for stopping in ("recipe", "off"):
+            got = [r for r in rows if r["model"] == name and r["early_stopping"] == stopping]
+            lines.append(f"| {name} | {stopping} | " + " | ".join(
+                f"{r['accuracy']:.2%} ({r['epochs_run']})" for r in got)
+                + f" | {mean(name, stopping):.2%} |")
+    lines += ["", "Without early stopping: auto "
+              f"{(mean('auto', 'off') - mean('auto', 'recipe')) * 100:+.2f} points, uniform "
+              f"{(mean('uniform', 'off') - mean('uniform', 'recipe')) * 100:+.2f}; auto − "
+              f"uniform {(mean('auto', 'recipe') - mean('uniform', 'recipe')) * 100:+.2f} with "
+              f"the recipe's early stopping, "
+              f"{(mean('auto', 'off') - mean('uniform', 'off')) * 100:+.2f} without."]
+    (REPO / "bench" / "early_stopping.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    if sys.argv[1:] == ["md"]:
+        write_md(json.loads((REPO / "bench" / "early_stopping.json").read_text()))
+        return 0
+    from edgeprune import _tf, data
+    from edgeprune.recipe import Recipe
+    from edgeprune.stages import finetune
+
+    logging.basicConfig(level=logging.WARNING)
+    counter = _Epochs()
+    logging.getLogger("edgeprune.stages.finetune").addHandler(counter)
+    logging.getLogger("edgeprune.stages.finetune").setLevel(logging.INFO)
+    ex = REPO / "examples" / "mnist"
+    train = data.load_labelled(ex / "train.npz", "--data")
+    val = data.load_labelled(ex / "val.npz", "--val")
+    inputs = data.Inputs(train=train, val=val, calib=None)
+    callbacks = _tf.keras().callbacks
+    stoppers = {"recipe": callbacks.EarlyStopping, "off": _no_stop}
+    rows = []
+    for seed in SEEDS:
+        for name, run in RUNS.items():
+            for stopping, stopper in stoppers.items():
+                callbacks.EarlyStopping = stopper
+                pruned = _pruned(run.format(seed))
+                model = finetune.run(pruned, inputs, Recipe(epochs=10, seed=seed), None)
+                acc, loss = _measure(model, val.x, val.y)
+                rows.append({"model": name, "seed": seed, "early_stopping": stopping,
+                             "epochs_run": counter.ran, "accuracy": acc, "loss": loss})
+                print(json.dumps(rows[-1]), flush=True)
+    callbacks.EarlyStopping = stoppers["recipe"]
+    (REPO / "bench" / "early_stopping.json").write_text(json.dumps(rows, indent=1) + "\n")
+    write_md(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
