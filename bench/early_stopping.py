@@ -25,6 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import accuracy_and_loss
+
 REPO = Path(__file__).resolve().parents[1]
 BUILDS = REPO / "build" / "bench-auto"
 SEEDS = (0, 1, 2)
@@ -48,20 +51,12 @@ def _no_stop(**_: object):
     return _tf.keras().callbacks.Callback()
 
 
-def _measure(model, x, y) -> tuple[float, float]:
-    p = np.concatenate([np.asarray(model(x[i:i + 500], training=False))
-                        for i in range(0, len(x), 500)])
-    return (float(np.mean(p.argmax(1) == y)),
-            float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1)))))
-
-
 def _pruned(run: str):
-    from edgeprune import stage_cache
-    from edgeprune.model_io import load_model
-    from edgeprune.stages.prune import Pruned
+    """The prune stage's output as the build cached it, loaded as ``--resume`` loads it."""
+    from edgeprune.stage_cache import CACHE_DIR, StageCache
 
-    folder = next((BUILDS / run / stage_cache.CACHE_DIR).glob("*/prune-*"))
-    return Pruned(model=load_model(folder / "model.keras"), **stage_cache.load_json(folder))
+    folder = next((BUILDS / run / CACHE_DIR).glob("*/prune-*"))
+    return StageCache(folder.parent, read=True, seed=0).load_pruned(folder)
 
 
 def write_md(rows: list[dict]) -> None:
@@ -117,7 +112,7 @@ def main() -> int:
                 callbacks.EarlyStopping = stopper
                 pruned = _pruned(run.format(seed))
                 model = finetune.run(pruned, inputs, Recipe(epochs=10, seed=seed), None)
-                acc, loss = _measure(model, val.x, val.y)
+                acc, loss = accuracy_and_loss(model, val.x, val.y)
                 rows.append({"model": name, "seed": seed, "early_stopping": stopping,
                              "epochs_run": counter.ran, "accuracy": acc, "loss": loss})
                 print(json.dumps(rows[-1]), flush=True)

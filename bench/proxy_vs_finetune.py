@@ -20,19 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import accuracy_and_loss
+
 REPO = Path(__file__).resolve().parents[1]
 BUILDS = json.loads((REPO / "bench" / "auto_search_mnist.json").read_text())
 LEVEL = "cortex-m7/40"
 CONVS = [f"conv{i}_conv" for i in range(1, 6)]  # channel groups 0-4 of the mnist example
 EPOCHS = (0.5, 2.0)
 SEEDS = (0, 1, 2)
-
-
-def _measure(model, x, y) -> tuple[float, float]:
-    p = np.concatenate([np.asarray(model(x[i:i + 500], training=False))
-                        for i in range(0, len(x), 500)])
-    return (float(np.mean(p.argmax(1) == y)),
-            float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1)))))
 
 
 def main() -> int:
@@ -57,7 +53,7 @@ def main() -> int:
                           for g, (w, k) in enumerate(zip(widths, kept, strict=True)) if k < w},
             ).model
             recalibrate_bn(model, train.x[:512])
-            row = {"allocation": name, "seed": seed, "cut": _measure(model, val.x, val.y)}
+            row = {"allocation": name, "seed": seed, "cut": accuracy_and_loss(model, val.x, val.y)}
             seed_everything(seed)
             compile_for_training(model, 1e-3)
             rng = np.random.default_rng(seed)
@@ -70,7 +66,7 @@ def main() -> int:
                 model.fit(train.x[order], train.y[order], batch_size=32, epochs=1,
                           shuffle=False, verbose=0)
                 recalibrate_bn(model, train.x[:512])
-                row[f"{epochs:g} ep"] = _measure(model, val.x, val.y)
+                row[f"{epochs:g} ep"] = accuracy_and_loss(model, val.x, val.y)
                 done += len(order)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
