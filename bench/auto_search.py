@@ -27,7 +27,10 @@ can be re-run alone):
 - md: write the example's .md from its JSON.
 
 ``--redo auto`` drops the stored ``--prune auto`` builds first (after a change to the search;
-the uniform builds it is compared with stay).
+the uniform builds it is compared with stay); ``--redo uniform`` the uniform ones. A variant's
+runs: ``--results PATH`` (a copy of the example's JSON), ``--target T`` (compare that target
+only), ``--auto KEY=VALUE`` and ``--uniform KEY=VALUE`` (recipe overrides of those builds, e.g.
+``--auto l1=1e-4``), ``--about TEXT``.
 """
 
 from __future__ import annotations
@@ -118,6 +121,9 @@ EXAMPLES = {e.name: e for e in (
 EX = EXAMPLES["digits"]  # main() sets the one chosen
 RESULTS: Path = EX.results  # main() sets these too (--results, --about)
 ABOUT: str | None = None
+ONLY: str | None = None  # --target
+# Recipe overrides of a variant's builds (--auto, --uniform), added to every compare build.
+EXTRA: dict[str, dict[str, Any]] = {"auto": {}, "uniform": {}}
 PHASES = ("profiles", "budget", "compare", "rank", "md")
 log = logging.getLogger("bench")
 
@@ -272,6 +278,8 @@ def phase_compare(results: dict[str, Any]) -> None:
     """Uniform at P % of the dense latency (bisection), then auto with uniform's estimated
     latency as its budget: auto is never slower than the uniform model it is compared to."""
     for target, levels in EX.compare.items():
+        if ONLY and target != ONLY:
+            continue
         dense = results["dense"][target]["latency_ms"]
         seen: set[float] = set()
         for pct in levels:
@@ -290,11 +298,13 @@ def phase_compare(results: dict[str, Any]) -> None:
                 # A re-run (e.g. with levels added) keeps the builds it has at this level.
                 if not (same and f"uniform/{level}/{seed}" in results):
                     results[f"uniform/{level}/{seed}"] = _build(
-                        profile, prune="structured", sparsity=sparsity, seed=seed, **FT)
+                        profile, prune="structured", sparsity=sparsity, seed=seed, **FT,
+                        **EXTRA["uniform"])
                     _save(results)
                 if not (same and f"auto/{level}/{seed}" in results):
                     results[f"auto/{level}/{seed}"] = _build(
-                        profile, prune="auto", seed=seed, search_minutes=SEARCH_MINUTES, **FT)
+                        profile, prune="auto", seed=seed, search_minutes=SEARCH_MINUTES, **FT,
+                        **EXTRA["auto"])
                     _save(results)
 
 
@@ -559,27 +569,38 @@ def write_md(results: dict[str, Any], path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def _override(item: str) -> tuple[str, Any]:
+    key, _, value = item.partition("=")
+    return key, json.loads(value) if value[:1].isdigit() or value[:1] == "-" else value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phase", default="all",
                         help="all, or a comma-separated list of: " + ", ".join(PHASES))
-    parser.add_argument("--redo", choices=["auto"], help="drop stored --prune auto builds")
+    parser.add_argument("--redo", choices=["auto", "uniform"], action="append", default=[],
+                        help="drop the stored builds of that kind (repeatable)")
+    parser.add_argument("--target", choices=TARGETS, help="compare this target only")
+    for kind in EXTRA:
+        parser.add_argument(f"--{kind}", action="append", default=[], metavar="KEY=VALUE",
+                            help=f"recipe override of the {kind} compare builds (repeatable)")
     parser.add_argument("--example", choices=sorted(EXAMPLES), default="digits")
     parser.add_argument("--results", type=Path,
                         help="results JSON (the md is written next to it); default: the "
                              "example's own, e.g. for runs of a variant of the search")
     parser.add_argument("--about", help="the md's account of the runs, instead of the example's")
     args = parser.parse_args(argv)
-    global EX, RESULTS, ABOUT
+    global EX, RESULTS, ABOUT, ONLY
     EX = EXAMPLES[args.example]
-    RESULTS, ABOUT = args.results or EX.results, args.about
+    RESULTS, ABOUT, ONLY = args.results or EX.results, args.about, args.target
+    for kind in EXTRA:
+        EXTRA[kind] = dict(_override(item) for item in getattr(args, kind))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
     for noisy in ("tensorflow", "absl", "h5py"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     results = _load()
-    if args.redo:
-        results = {k: v for k, v in results.items() if not k.startswith("auto/")}
+    results = {k: v for k, v in results.items() if k.split("/")[0] not in args.redo}
     phases = list(PHASES) if args.phase == "all" else args.phase.split(",")
     if not set(phases) <= set(PHASES):
         parser.error(f"--phase {args.phase}: phases are {', '.join(PHASES)}")
