@@ -207,3 +207,54 @@ def test_without_data_steps_are_scored_against_the_input_model(setup):
     with pytest.raises(BadInputError, match="at least --calib"):
         run(model, Recipe(prune="auto", quantize="none"), load_target("cortex-m7"),
             Inputs(train=None, val=None, calib=None))
+
+
+def test_slimming_weights_each_gamma_by_its_channel_cost(setup):
+    from edgeprune.pruning.anchor import Costs
+    from edgeprune.pruning.regularize import penalised
+    from edgeprune.pruning.slimming import channel_costs, gamma_weights
+
+    model = setup[0]
+    graph = build_graph(model)
+    coupled = next(g.id for g in graph.prunable_groups() if "c3" in g.layers)
+    other = next(g.id for g in graph.prunable_groups() if g.id != coupled)
+
+    def price(kept: dict[int, int]) -> Costs:  # a group's channels cost 3 or 1 ms each
+        return Costs(latency_ms=sum(kept.get(g, 16) * (3.0 if g == coupled else 1.0)
+                                    for g in (coupled, other)), ram_bytes=0, flash_bytes=0)
+
+    costs = channel_costs(graph, price, "latency_ms", multiple=4)
+    assert costs == {coupled: pytest.approx(3.0), other: pytest.approx(1.0)}
+    weights = dict(zip([v.name for v in penalised(model, "bn")],
+                       gamma_weights(model, graph, costs), strict=True))
+    bn1, bn2 = (next(w for n, w in weights.items() if n.startswith(b)) for b in ("bn1", "bn2"))
+    assert np.allclose(bn1, 1.5) and np.allclose(bn2, 0.5)  # 3:1, averaging 1 per channel
+    # Kept (frozen) channels are not penalised: no cut could remove them. Keeping c2 freezes
+    # both groups here (c2 reads the c1/c3 group), so nothing is penalised at all.
+    kept = build_graph(model, keep=("c2",))
+    assert not kept.prunable_groups()
+    assert not any(w.any() for w in gamma_weights(model, kept, channel_costs(
+        kept, price, "latency_ms", 4)))
+
+
+def test_cost_weighted_l1_phase_runs_before_the_search_on_a_copy(setup):
+    model, train, calib, dense, folder = setup
+    target = load_target("cortex-m7")
+    gammas = [v.numpy().copy() for v in model.weights if "gamma" in v.name]
+    tight = load_target(_profile(folder, "m7-slim", latency_ms=round(
+        estimate_costs(dense, target).latency_ms * 0.7, 5)))
+    result = search(model, tight, train, calib=calib, criterion="bn", batch_size=8,
+                    learning_rate=3e-2, config=SearchConfig(l1=0.1, l1_epochs=12, **FAST))
+    rep = result.report
+    slim = rep["slimming"]
+    assert slim["weighted_by"] == "latency_ms" and slim["epochs"] == 12
+    assert set(slim["group_weights"]) == {str(g.id) for g in build_graph(model).prunable_groups()}
+    assert slim["near_zero_after"] > slim["near_zero_before"]  # channels were switched off
+    assert rep["stopped"] == "every budget met" and rep["config"]["l1"] == 0.1
+    assert any("cost-weighted L1 phase" in n for n in result.notes)
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(
+        gammas, [v for v in model.weights if "gamma" in v.name], strict=True))
+    # Without λ there is no phase.
+    plain = search(model, load_target(str(folder / "m7-slim.toml")), train, calib=calib,
+                   config=SearchConfig(**FAST))
+    assert plain.report["slimming"] is None
