@@ -77,15 +77,13 @@ class Recipe:
             raise RecipeError(
                 f"--learning-rate {self.learning_rate}", "must be finite and > 0", "Use e.g. 1e-3"
             )
-        channel_only = {"--l1": (self.l1 > 0, ("structured", "hybrid", "auto")),
-                        "--after-prune retrain": (self.after_prune == "retrain",
-                                                  ("structured", "hybrid"))}
-        for option, (used, modes) in channel_only.items():
-            if used and self.prune not in modes:
+        channel_only = {"--l1": self.l1 > 0, "--after-prune retrain": self.after_prune == "retrain"}
+        for option, used in channel_only.items():
+            if used and self.prune not in ("structured", "hybrid"):
                 raise RecipeError(
                     f"{option} with --prune {self.prune}",
                     "applies to channel pruning only",
-                    f"Add --prune {' or '.join(modes)}, or drop the option",
+                    "Add --prune structured (or hybrid), or drop the option",
                 )
 
     def to_dict(self) -> dict[str, Any]:

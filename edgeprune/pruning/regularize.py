@@ -4,15 +4,12 @@ Liu et al., *Learning Efficient Convolutional Networks through Network Slimming*
 train with λ·Σ|γ| over every batch norm's scale added to the loss, so channels the network can
 do without drift to γ ≈ 0; channel selection by |γ| (``--criterion bn``) then removes exactly
 those. ``on="kernel"`` penalises conv/dense kernels instead (for models without batch norm; the
-filter-norm criteria ``l1``/``l2`` then see the shrunken filters). ``weights`` scales the
-penalty per value: ``--prune auto`` weights each channel's γ by what the channel costs on the
-target (MorphNet, Gordon et al., CVPR 2018), so expensive channels are the ones switched off.
+filter-norm criteria ``l1``/``l2`` then see the shrunken filters).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -64,23 +61,17 @@ def sparsify(
     learning_rate: float = 1e-3,
     seed: int = 0,
     from_logits: bool = False,
-    weights: Sequence[np.ndarray] | None = None,
 ) -> Any:
     """A copy of ``model`` trained for ``epochs`` on (x, y) with λ·Σ|w| added to the loss.
 
-    ``weights``, one array per variable of ``penalised(model, on)`` (same order and shape),
-    makes the term λ·Σ weight·|w|. ``model`` is not modified. The loss is sparse categorical
-    cross-entropy, as in fine-tuning.
+    ``model`` is not modified. The loss is sparse categorical cross-entropy, as in fine-tuning.
     """
     _check(model, l1, on, epochs)
     keras, tf = _tf.keras(), _tf.tf()
     keras.utils.set_random_seed(seed)
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
-    variables = penalised(copy, on)  # the clone's, in the order of penalised(model, on)
-    if weights is None:
-        weights = [np.ones(v.shape) for v in variables]
-    scales = [tf.constant(w, tf.float32) for w in weights]
+    weights = penalised(copy, on)
     trainable = copy.trainable_variables
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
     optimizer = keras.optimizers.Adam(learning_rate)
@@ -90,8 +81,7 @@ def sparsify(
     def step(xb: Any, yb: Any) -> Any:
         with tf.GradientTape() as tape:
             task = loss_fn(yb, copy(xb, training=True))
-            penalty = tf.add_n([tf.reduce_sum(c * tf.abs(w))
-                                for c, w in zip(scales, variables, strict=True)])
+            penalty = tf.add_n([tf.reduce_sum(tf.abs(w)) for w in weights])
             loss = task + lam * penalty
         grads = tape.gradient(loss, trainable)
         optimizer.apply_gradients(

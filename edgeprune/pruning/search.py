@@ -55,8 +55,6 @@ class SearchConfig:
     minutes: float = 10.0
     background: bool = True  # convert anchors in a child process (overlaps scoring)
     refine: bool = True  # refine the greedy allocation at the budget (pruning/refine.py)
-    l1: float = 0.0  # λ of cost-weighted slimming before the search (pruning/slimming.py)
-    l1_epochs: int = 0
 
     def __post_init__(self) -> None:
         if not 0 < self.step < 1:
@@ -161,7 +159,6 @@ class _Search:
         self.pending: list[tuple[dict[str, Any], Future[bytes], dict[str, int]]] = []
         self.infeasible: list[dict[str, Any]] = []
         self.refined: dict[str, Any] | None = None
-        self.slimming: dict[str, Any] | None = None
 
     # --- costs ------------------------------------------------------------------------------
     def _anchor(self, model: Any, channels: dict[str, int]) -> AnchoredCostModel:
@@ -197,10 +194,6 @@ class _Search:
         self.cost_model = self._anchor(self.model, layer_channels(graph, {}))
         # The current model's costs: a real conversion's once verified, until then predicted.
         self.costs, self.verified = self.cost_model.costs, True
-        self.feasible = self._feasibility(graph)
-        over = self._over(self.costs)
-        if self.config.l1 > 0 and over:
-            self.model = self.source = self._slim(graph, over[0][1])
         start = self._evaluate(self.model)
         self.loss = start[1]  # the kept model's scoring loss: proposals are priced against it
         self.trajectory.append({
@@ -210,6 +203,7 @@ class _Search:
             "accuracy": round(start[0], 5), "loss": round(start[1], 5),
             "scored_by": "input model",
             "proposals": [], "seconds": self._elapsed()})
+        self.feasible = self._feasibility(graph)
         stopped = None
         while stopped is None:
             self._settle(wait=False)
@@ -319,36 +313,6 @@ class _Search:
         return prune_structured(
             model, sparsity=ratios, criterion=self.criterion, channel_multiple=self.multiple,
             keep=self.keep, calib=self.calib, data=(self.fit.x, self.fit.y)).model
-
-    def _slim(self, graph: ChannelGraph, budget: Budget) -> Any:
-        """The input model after cost-weighted L1 training on the search's training split
-        (pruning/slimming.py); the search, refinement included, starts from it."""
-        from edgeprune.pruning.regularize import near_zero_fraction, sparsify
-        from edgeprune.pruning.slimming import channel_costs, gamma_weights
-        from edgeprune.stages.finetune import outputs_probabilities
-
-        costs = channel_costs(graph, lambda kept: self.cost_model.predict(
-            layer_channels(graph, kept)), budget.quantity, self.multiple)
-        weights = gamma_weights(self.model, graph, costs)
-        slim = sparsify(self.model, self.fit.x, self.fit.y, l1=self.config.l1, on="bn",
-                        epochs=self.config.l1_epochs, batch_size=self.batch_size,
-                        learning_rate=self.learning_rate, seed=self.seed,
-                        from_logits=not outputs_probabilities(self.model), weights=weights)
-        recalibrate_bn(slim, self.bn_batch)
-        mean = float(np.mean(list(costs.values()))) if costs else 1.0
-        self.slimming = {
-            "l1": self.config.l1, "epochs": self.config.l1_epochs, "weighted_by": budget.quantity,
-            "group_weights": {str(g): round(c / mean if mean else 1.0, 4)
-                              for g, c in costs.items()},
-            "near_zero_before": round(near_zero_fraction(self.model), 4),
-            "near_zero_after": round(near_zero_fraction(slim), 4),
-            "seconds": self._elapsed()}
-        self.notes.append(
-            f"--prune auto: cost-weighted L1 phase (MorphNet-style slimming) for "
-            f"{self.config.l1_epochs} epoch(s) at λ={self.config.l1:g}, each γ weighted by its "
-            f"channel's {budget.quantity}; γ below 1e-2: {self.slimming['near_zero_before']:.0%}"
-            f" → {self.slimming['near_zero_after']:.0%}; the search started from that model")
-        return slim
 
     # --- refinement at the budget -----------------------------------------------------------
     def _refine(self, graph: ChannelGraph) -> None:
@@ -508,11 +472,9 @@ class _Search:
                          "unit": b.unit} for b in self.budgets],
             "infeasible": self.infeasible,
             "refine": self.refined,
-            "slimming": self.slimming,
             "config": {"step": self.config.step, "short_steps": self.config.short_steps,
                        "screen": self.config.screen, "minutes": self.config.minutes,
-                       "refine": self.config.refine, "l1": self.config.l1,
-                       "l1_epochs": self.config.l1_epochs,
+                       "refine": self.config.refine,
                        "channel_multiple": self.multiple, "criterion": self.criterion},
         }
 

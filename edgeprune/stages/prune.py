@@ -296,9 +296,7 @@ def prune_auto(model: Any, recipe: Recipe, target: TargetProfile, inputs: Inputs
 
     result = search(
         model, target, inputs.train, quantize=recipe.quantize, calib=inputs.calib,
-        config=SearchConfig(minutes=recipe.search_minutes, l1=recipe.l1,
-                            l1_epochs=recipe.l1_epochs or recipe.epochs),
-        criterion=recipe.criterion,
+        config=SearchConfig(minutes=recipe.search_minutes), criterion=recipe.criterion,
         keep=recipe.keep, seed=recipe.seed, batch_size=recipe.batch_size,
         learning_rate=recipe.learning_rate,
     )
@@ -308,39 +306,15 @@ def prune_auto(model: Any, recipe: Recipe, target: TargetProfile, inputs: Inputs
                   recalibrate_bn=True)
 
 
-def _check_auto_inputs(model: Any, recipe: Recipe, inputs: Inputs) -> None:
-    from edgeprune.pruning.regularize import penalised
-
-    if inputs.train is None and inputs.calib is None:
-        raise RecipeError("--prune auto", "needs samples to score pruning steps on",
-                          "Pass --data TRAIN.npz (labelled), or at least --calib")
-    if recipe.l1 <= 0:
-        return
-    if inputs.train is None:
-        raise RecipeError(f"--l1 {recipe.l1:g} with --prune auto", "needs labelled training data",
-                          "Pass --data TRAIN.npz (with x and y)")
-    if recipe.l1_on != "bn":
-        raise RecipeError(f"--l1-on {recipe.l1_on} with --prune auto",
-                          "the search's cost-weighted L1 phase penalises batch-norm scales only",
-                          "Use --l1-on bn (the default), or --prune structured")
-    if (recipe.l1_epochs or recipe.epochs) < 1:
-        raise RecipeError(f"--l1 {recipe.l1:g} with --epochs 0",
-                          "the L1 sparsity phase needs at least one epoch",
-                          "Pass --l1-epochs N (its default is --epochs)")
-    if not penalised(model, "bn"):
-        raise RecipeError(f"--l1 {recipe.l1:g} with --prune auto",
-                          f"model '{model.name}' has no BatchNormalization layer with a "
-                          "trainable scale (γ) to penalise", "Drop --l1")
-
-
 def check(model: Any, recipe: Recipe, inputs: Inputs) -> None:
     """What the pruner would refuse, checked right after loading, before the slow stages."""
     if recipe.prune in ("magnitude", "m-by-n", "hybrid"):
         _needs_training(recipe, inputs)
     if recipe.prune in ("structured", "hybrid"):
         _check_channel_inputs(recipe, inputs)
-    if recipe.prune == "auto":
-        _check_auto_inputs(model, recipe, inputs)
+    if recipe.prune == "auto" and inputs.train is None and inputs.calib is None:
+        raise RecipeError("--prune auto", "needs samples to score pruning steps on",
+                          "Pass --data TRAIN.npz (labelled), or at least --calib")
     if recipe.keep:
         from edgeprune.pruning.graph import check_keep
         from edgeprune.pruning.ir import flatten_model

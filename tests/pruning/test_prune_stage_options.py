@@ -140,29 +140,3 @@ def test_options_that_need_epochs_name_themselves(setup, kw, option):
 def test_recipe_refuses_bad_channel_options(kw, option):
     with pytest.raises(RecipeError, match=option):
         _recipe(**kw)
-
-
-@pytest.mark.parametrize(
-    ("kw", "inputs_kw", "option"),
-    [
-        ({"l1_on": "kernel"}, {}, "--l1-on kernel with --prune auto"),
-        ({}, {"train": None}, "--l1 0.0001 with --prune auto"),
-        ({"epochs": 0}, {}, "--l1 0.0001 with --epochs 0"),
-    ],
-)
-def test_auto_with_l1_refuses_what_it_cannot_run(setup, kw, inputs_kw, option):
-    model, _, inputs = setup
-    recipe = _recipe(prune="auto", l1=1e-4, **kw)
-    with pytest.raises(RecipeError, match=option):
-        prune.check(model, recipe, dataclasses.replace(inputs, **inputs_kw))
-
-
-def test_auto_with_l1_needs_batch_norm_scales(setup):
-    from prune_helpers import L, keras
-
-    _, _, inputs = setup
-    i = keras.Input((8, 8, 1))
-    plain = keras.Model(i, L.Dense(3)(L.GlobalAveragePooling2D()(L.Conv2D(4, 3)(i))), name="p")
-    with pytest.raises(RecipeError, match="no BatchNormalization"):
-        prune.check(plain, _recipe(prune="auto", l1=1e-4), inputs)
-    prune.check(setup[0], _recipe(prune="auto", l1=1e-4), inputs)  # a model with BN passes
