@@ -30,7 +30,7 @@ can be re-run alone):
 the uniform builds it is compared with stay); ``--redo uniform`` the uniform ones. A variant's
 runs: ``--results PATH`` (a copy of the example's JSON), ``--target T`` (compare that target
 only), ``--auto KEY=VALUE`` and ``--uniform KEY=VALUE`` (recipe overrides of those builds, e.g.
-``--auto l1=1e-4``), ``--about TEXT``.
+``--uniform criterion=bn``), ``--about TEXT``.
 """
 
 from __future__ import annotations

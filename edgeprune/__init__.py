@@ -3,4 +3,4 @@
 Importing this package does not import TensorFlow (see ``edgeprune._tf``).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -9,6 +9,8 @@ forward pass at momentum 0 sets them to the statistics of a batch of real inputs
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -28,13 +30,17 @@ def _flat(model: Any) -> list[Any]:
     return out
 
 
-def recalibrate_bn(model: Any, x: np.ndarray) -> int:
-    """Set every batch norm's moving mean/variance to its statistics on ``x`` (in place);
-    returns how many batch norms were recalibrated. Weights are not changed."""
+def _batch_norms(model: Any) -> list[Any]:
     from edgeprune import _tf
 
     bn_type = _tf.keras().layers.BatchNormalization
-    layers = [layer for layer in _flat(model) if isinstance(layer, bn_type)]
+    return [layer for layer in _flat(model) if isinstance(layer, bn_type)]
+
+
+def recalibrate_bn(model: Any, x: np.ndarray) -> int:
+    """Set every batch norm's moving mean/variance to its statistics on ``x`` (in place);
+    returns how many batch norms were recalibrated. Weights are not changed."""
+    layers = _batch_norms(model)
     saved = [layer.momentum for layer in layers]
     try:
         for layer in layers:
@@ -45,3 +51,18 @@ def recalibrate_bn(model: Any, x: np.ndarray) -> int:
         for layer, momentum in zip(layers, saved, strict=True):
             layer.momentum = momentum
     return len(layers)
+
+
+@contextlib.contextmanager
+def recalibrated(model: Any, x: np.ndarray) -> Iterator[Any]:
+    """``model`` with its statistics re-estimated on ``x`` inside the block (as it will ship),
+    and the moving statistics it trains with restored after it."""
+    layers = _batch_norms(model)
+    saved = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in layers]
+    recalibrate_bn(model, x)
+    try:
+        yield model
+    finally:
+        for layer, (mean, variance) in zip(layers, saved, strict=True):
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(variance)

@@ -399,17 +399,9 @@ class _Search:
 
     def _evaluate(self, model: Any) -> tuple[float, float]:
         """(accuracy, cross-entropy) on the scoring split, in inference mode."""
-        from edgeprune.stages.finetune import outputs_probabilities
+        from edgeprune.stages.finetune import accuracy_and_loss
 
-        x, y = self.scoring.x, self.scoring.y
-        out = np.concatenate([np.asarray(model(x[i:i + 256], training=False))
-                              for i in range(0, len(x), 256)])
-        out = out.reshape(len(out), -1)
-        if not outputs_probabilities(model):
-            out = np.exp(out - out.max(axis=1, keepdims=True))
-            out /= out.sum(axis=1, keepdims=True)
-        p = np.clip(out[np.arange(len(y)), y], 1e-7, 1.0)
-        return float(np.mean(out.argmax(axis=1) == y)), float(-np.mean(np.log(p)))
+        return accuracy_and_loss(model, self.scoring.x, self.scoring.y)
 
     # --- budgets no pruning can meet ----------------------------------------------------------
     def _feasibility(self, graph: ChannelGraph) -> list[Budget]:
