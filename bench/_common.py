@@ -109,11 +109,3 @@ def write_block(path: Path, tag: str, text: str) -> None:
     start = next(i for i, line in enumerate(lines) if line.strip() == f"# >>> {tag}")
     end = next(i for i, line in enumerate(lines) if line.strip() == f"# <<< {tag}")
     path.write_text("\n".join([*lines[: start + 1], text.rstrip("\n"), *lines[end:]]) + "\n")
-
-
-def accuracy_and_loss(model, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Top-1 accuracy and cross-entropy of a model that outputs probabilities (a softmax)."""
-    p = np.concatenate([np.asarray(model(x[i:i + 500], training=False))
-                        for i in range(0, len(x), 500)])
-    return (float(np.mean(p.argmax(1) == y)),
-            float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1)))))

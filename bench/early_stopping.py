@@ -32,8 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import accuracy_and_loss
+from edgeprune.stages.finetune import accuracy_and_loss
 
 REPO = Path(__file__).resolve().parents[1]
 BUILDS = REPO / "build" / "bench-auto"
@@ -78,8 +77,8 @@ def write_md(rows: list[dict]) -> None:
 
     lines = ["# Early stopping and auto against uniform (mnist, cortex-m7 40 %)", "",
              "Command: `nice -n 10 .venv/bin/python bench/early_stopping.py` (see its "
-             "docstring; `val_accuracy` rows ran at 4c6e74b's recipe, `shipped loss` rows "
-             "with `… early_stopping.py recipe` after it changed). Float "
+             "docstring; `val_accuracy` and `off` rows ran at 4c6e74b's code, `shipped loss` rows "
+             "with `… early_stopping.py recipe` at aca555b). Float "
              "accuracy on examples/mnist/val.npz (5,000 samples) after the fine-tune stage "
              "(10 epochs, Adam 1e-3), per seed; epochs run in brackets (early stopping "
              "restores the best monitor epoch's weights). Early stopping: `val_accuracy`, "

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import accuracy_and_loss
+from edgeprune.stages.finetune import accuracy_and_loss
 
 REPO = Path(__file__).resolve().parents[1]
 BUILDS = json.loads((REPO / "bench" / "auto_search_mnist.json").read_text())
