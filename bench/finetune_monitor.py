@@ -74,6 +74,15 @@ def write_md(runs: list[dict]) -> None:
         lines.append(f"| {run['model']} seed {run['seed']} | " + " | ".join(
             f"{r['keras_monitor_accuracy']:.1%} / {r['recalibrated_monitor_accuracy']:.1%} / "
             f"{r['val_accuracy']:.2%}" for r in run["curve"]) + " |")
+    spread = {key: ([r[key] for run in runs for r in run["curve"]],
+                    [np.std([r[key] for r in run["curve"]]) for run in runs])
+              for key in ("keras_monitor_accuracy", "recalibrated_monitor_accuracy")}
+    lines += [""] + [
+        f"- {what}: {min(values):.1%}-{max(values):.1%} over every epoch of every run; per "
+        f"run, standard deviation {min(stds) * 100:.2f}-{max(stds) * 100:.2f} points."
+        for what, (values, stds) in zip(
+            ("Monitor accuracy as Keras reports it", "With re-estimated statistics"),
+            spread.values(), strict=True)]
     lines += ["", "The epoch each monitor rates best over all 10 (first on ties; the recipe's "
               "early stopping, patience 3, may stop before reaching it: "
               "bench/early_stopping.md has what it kept), and that epoch's val.npz accuracy:",
