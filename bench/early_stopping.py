@@ -1,26 +1,25 @@
-"""Does the fine-tune's early stopping decide auto against uniform on mnist?
+"""Which early stopping should the fine-tune stage use? (mnist and digits, cortex-m7)
 
-    nice -n 10 .venv/bin/python bench/early_stopping.py
+    nice -n 10 .venv/bin/python bench/early_stopping.py [EXAMPLE …] [POLICY …]  # default: all
+    nice -n 10 .venv/bin/python bench/early_stopping.py md           # rewrite the md
 
-A diagnostic for bench/auto_search_mnist.md. There, at cortex-m7's 40 % level, auto's model
-was behind uniform's on every seed; and at 60 %, where a variant of the search with a final
-round (bench/auto_search_mnist_final_round.md) kept the uniform allocation itself, the auto
-build still ended below the uniform build of the same seed. Both
-builds fine-tune with early stopping on the monitor split's accuracy (patience 3, best weights
-restored); auto's model arrives already trained by the search, so its monitor accuracy may
-peak, and stop the fine-tune, sooner. This re-runs the fine-tune stage (edgeprune's own, 10
-epochs, Adam 1e-3, seeds 0-2) from the pruned models those builds cached in
-build/bench-auto/ (the runs at 2c96c3a; a later build with the same recipe does not replace a
-cache entry. auto: the search's output; uniform: the l1 cut), once as the recipe runs it and
-once without early stopping (all 10 epochs, the last epoch's weights), and measures the
-float model on examples/mnist/val.npz. Writes bench/early_stopping.{json,md}.
+Started as a diagnostic for bench/auto_search_mnist.md (does early stopping put auto behind
+uniform at cortex-m7 40 %?), it now compares early-stopping policies. The fine-tune stage
+(edgeprune's own, 10 epochs, Adam 1e-3) is re-run from pruned models that the comparison builds
+cached in build/bench-auto/ (a later build with the same recipe does not replace a cache entry;
+the prune code is unchanged since): ``RUNS`` per example, auto (the search's output) and uniform
+(the l1 cut), at cortex-m7's 40 % level. Each policy replaces the stage's EarlyStopping:
 
-    … early_stopping.py recipe    # re-run only the current recipe's rows (after a change to it)
-    … early_stopping.py md        # rewrite the md from the JSON
+- ``val_accuracy``: Keras' monitor-split accuracy (moving batch-norm statistics), best epoch's
+  weights restored; the recipe until 4c6e74b.
+- ``shipped loss``: the monitor-split loss with re-estimated statistics, as the shipped model is
+  scored (finetune.shipped_monitor), best epoch's weights restored; the recipe at aca555b.
+- ``shipped loss, last``: stops on the same signal (patience 3) but keeps the last epoch's
+  weights.
+- ``off``: all 10 epochs, the last epoch's weights.
 
-Rows are labelled by the early stopping they ran with: ``off``; ``val_accuracy``, the recipe
-until 4c6e74b (Keras' monitor accuracy, moving batch-norm statistics); ``shipped loss``, the
-recipe since (the monitor loss with re-estimated statistics; bench/finetune_monitor.md).
+Accuracy is the float model's on the example's val.npz. Policies and runs were fixed before
+the digits runs and the ``shipped loss, last`` runs. Writes bench/early_stopping.{json,md}.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,12 +36,31 @@ from edgeprune.stages.finetune import accuracy_and_loss
 
 REPO = Path(__file__).resolve().parents[1]
 BUILDS = REPO / "build" / "bench-auto"
-SEEDS = (0, 1, 2)
-CURRENT = "shipped loss"  # the recipe's early stopping now (see the docstring)
-LABELS = ("val_accuracy", CURRENT, "off")  # the md's order
 RESULTS = REPO / "bench" / "early_stopping.json"
-RUNS = {"auto": "mnist-cortex-m7-u40pct-epochs10-pruneauto-search_minutes30.0-seed{}",
-        "uniform": "mnist-cortex-m7-u40pct-epochs10-prunestructured-seed{}-sparsity0.36"}
+# Per example: seeds and the cached builds (by model) whose prune output is fine-tuned.
+RUNS: dict[str, tuple[tuple[int, ...], dict[str, str]]] = {
+    "mnist": ((0, 1, 2), {
+        "auto": "mnist-cortex-m7-u40pct-epochs10-pruneauto-search_minutes30.0-seed{}",
+        "uniform": "mnist-cortex-m7-u40pct-epochs10-prunestructured-seed{}-sparsity0.36"}),
+    "digits": ((0, 1, 2, 3, 4, 5), {
+        "auto": "cortex-m7-u40pct-epochs10-pruneauto-search_minutes30.0-seed{}",
+        "uniform": "cortex-m7-u40pct-epochs10-prunestructured-seed{}-sparsity0.4175"}),
+}
+SEEDS = RUNS["mnist"][0]  # bench/finetune_monitor.py re-runs mnist's
+POLICIES = ("val_accuracy", "shipped loss", "shipped loss, last", "off")
+
+
+def _stopper(policy: str, early_stopping: Any) -> Any:
+    """In place of Keras' ``early_stopping`` class, as the stage calls it, for ``policy``."""
+    from edgeprune import _tf
+
+    if policy == "off":
+        return lambda **_: _tf.keras().callbacks.Callback()
+    if policy == "val_accuracy":
+        return lambda **kw: early_stopping(**{**kw, "monitor": "val_accuracy", "mode": "max"})
+    if policy == "shipped loss, last":
+        return lambda **kw: early_stopping(**{**kw, "restore_best_weights": False})
+    return early_stopping
 
 
 class _Epochs(logging.Handler):
@@ -52,14 +71,6 @@ class _Epochs(logging.Handler):
             self.ran = int(record.getMessage().split()[1])
 
 
-def _no_stop(**_: object):
-    """In place of EarlyStopping: every epoch runs and the last epoch's weights are kept (the
-    recipe's callback restores the best monitor epoch's weights even when it never stops)."""
-    from edgeprune import _tf
-
-    return _tf.keras().callbacks.Callback()
-
-
 def _pruned(run: str):
     """The prune stage's output as the build cached it, loaded as ``--resume`` loads it."""
     from edgeprune.stage_cache import CACHE_DIR, StageCache
@@ -68,47 +79,54 @@ def _pruned(run: str):
     return StageCache(folder.parent, read=True, seed=0).load_pruned(folder)
 
 
-def write_md(rows: list[dict]) -> None:
-    labels = [label for label in LABELS if any(r["early_stopping"] == label for r in rows)]
-
-    def mean(name: str, stopping: str) -> float:
-        return float(np.mean([r["accuracy"] for r in rows
-                              if r["model"] == name and r["early_stopping"] == stopping]))
-
-    lines = ["# Early stopping and auto against uniform (mnist, cortex-m7 40 %)", "",
+def write_md(rows: list[dict[str, Any]]) -> None:
+    lines = ["# Early stopping in the fine-tune stage (cortex-m7 40 %, mnist and digits)", "",
              "Command: `nice -n 10 .venv/bin/python bench/early_stopping.py` (see its "
-             "docstring; `val_accuracy` and `off` rows ran at 4c6e74b's code, `shipped loss` rows "
-             "with `… early_stopping.py recipe` at aca555b). Float "
-             "accuracy on examples/mnist/val.npz (5,000 samples) after the fine-tune stage "
-             "(10 epochs, Adam 1e-3), per seed; epochs run in brackets (early stopping "
-             "restores the best monitor epoch's weights). Early stopping: `val_accuracy`, "
-             "Keras' monitor-split accuracy (moving batch-norm statistics; the recipe until "
-             "4c6e74b); `shipped loss`, the monitor-split loss with re-estimated statistics, as "
-             "the shipped model is scored (the recipe since); `off`, all epochs, the last "
-             "epoch's weights.", "",
-             "| model | early stopping | seed 0 | seed 1 | seed 2 | mean |",
-             "|---|---|---|---|---|---|"]
-    for name in RUNS:
-        for stopping in labels:
-            got = [r for r in rows if r["model"] == name and r["early_stopping"] == stopping]
-            lines.append(f"| {name} | {stopping} | " + " | ".join(
-                f"{r['accuracy']:.2%} ({r['epochs_run']})" for r in got)
-                + f" | {mean(name, stopping):.2%} |")
-    lines.append("")
-    for stopping in labels:
-        vs_off = "" if stopping == "off" else (
-            f"; against `off`: auto {(mean('auto', stopping) - mean('auto', 'off')) * 100:+.2f}"
-            f", uniform {(mean('uniform', stopping) - mean('uniform', 'off')) * 100:+.2f}")
-        lines.append(f"- `{stopping}`: auto − uniform "
-                     f"{(mean('auto', stopping) - mean('uniform', stopping)) * 100:+.2f} points"
-                     f"{vs_off}.")
-    (REPO / "bench" / "early_stopping.md").write_text("\n".join(lines) + "\n")
+             "docstring for the policies). `val_accuracy` and `off` mnist rows ran at 4c6e74b, "
+             "`shipped loss` mnist rows at aca555b, the rest at 1a1d7b4 (the fine-tune code the "
+             "same). Float accuracy on the example's val.npz (mnist 5,000 samples, digits 360) "
+             "after the fine-tune stage (10 epochs, Adam 1e-3) from the cached pruned model; "
+             "epochs run in brackets.", ""]
+    means: dict[str, list[float]] = {p: [] for p in POLICIES}
+    for example, (seeds, runs) in RUNS.items():
+        lines += [f"## {example}", "", "| model | early stopping | "
+                  + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+                  "|---|---|" + "---|" * (len(seeds) + 1)]
+        for name in runs:
+            for policy in POLICIES:
+                got = {r["seed"]: r for r in rows if (r["example"], r["model"],
+                                                      r["early_stopping"]) == (example, name,
+                                                                               policy)}
+                if not got:
+                    continue
+                mean = float(np.mean([r["accuracy"] for r in got.values()]))
+                lines.append(f"| {name} | {policy} | " + " | ".join(
+                    f"{got[s]['accuracy']:.2%} ({got[s]['epochs_run']})" if s in got else "—"
+                    for s in seeds) + f" | {mean:.2%} |")
+        lines.append("")
+        for policy in POLICIES:
+            accs = [r["accuracy"] for r in rows
+                    if r["example"] == example and r["early_stopping"] == policy]
+            if accs:
+                means[policy].append(float(np.mean(accs)))
+    lines += ["## Per policy, every run of an example averaged, then the examples", "",
+              "| early stopping | " + " | ".join(RUNS) + " | both |",
+              "|---|" + "---|" * (len(RUNS) + 1)]
+    for policy, got in means.items():
+        if len(got) == len(RUNS):
+            lines.append(f"| {policy} | " + " | ".join(f"{m:.2%}" for m in got)
+                         + f" | {np.mean(got):.2%} |")
+    RESULTS.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> int:
     if sys.argv[1:] == ["md"]:
         write_md(json.loads(RESULTS.read_text()))
         return 0
+    examples = [a for a in sys.argv[1:] if a in RUNS] or list(RUNS)
+    policies = [a for a in sys.argv[1:] if a not in RUNS] or list(POLICIES)
+    if not set(policies) <= set(POLICIES):
+        raise SystemExit(f"examples are {', '.join(RUNS)}; policies: {', '.join(POLICIES)}")
     from edgeprune import _tf, data
     from edgeprune.recipe import Recipe
     from edgeprune.stages import finetune
@@ -117,31 +135,31 @@ def main() -> int:
     counter = _Epochs()
     logging.getLogger("edgeprune.stages.finetune").addHandler(counter)
     logging.getLogger("edgeprune.stages.finetune").setLevel(logging.INFO)
-    ex = REPO / "examples" / "mnist"
-    train = data.load_labelled(ex / "train.npz", "--data")
-    val = data.load_labelled(ex / "val.npz", "--val")
-    inputs = data.Inputs(train=train, val=val, calib=None)
     callbacks = _tf.keras().callbacks
-    stoppers = {CURRENT: callbacks.EarlyStopping, "off": _no_stop}
-    if sys.argv[1:] == ["recipe"]:
-        del stoppers["off"]
+    original = callbacks.EarlyStopping
     rows = [r for r in (json.loads(RESULTS.read_text()) if RESULTS.is_file() else [])
-            if r["early_stopping"] not in stoppers]
+            if r["example"] not in examples or r["early_stopping"] not in policies]
     try:
-        for seed in SEEDS:
-            for name, run in RUNS.items():
-                for stopping, stopper in stoppers.items():
-                    callbacks.EarlyStopping = stopper
-                    pruned = _pruned(run.format(seed))
-                    model = finetune.run(pruned, inputs, Recipe(epochs=10, seed=seed), None)
-                    acc, loss = accuracy_and_loss(model, val.x, val.y)
-                    rows.append({"model": name, "seed": seed, "early_stopping": stopping,
-                                 "epochs_run": counter.ran, "accuracy": acc, "loss": loss})
-                    print(json.dumps(rows[-1]), flush=True)
+        for example in examples:
+            seeds, runs = RUNS[example]
+            ex = REPO / "examples" / example
+            train = data.load_labelled(ex / "train.npz", "--data")
+            val = data.load_labelled(ex / "val.npz", "--val")
+            inputs = data.Inputs(train=train, val=val, calib=None)
+            for seed in seeds:
+                for name, run in runs.items():
+                    for policy in policies:
+                        callbacks.EarlyStopping = _stopper(policy, original)
+                        model = finetune.run(_pruned(run.format(seed)), inputs,
+                                             Recipe(epochs=10, seed=seed), None)
+                        acc, loss = accuracy_and_loss(model, val.x, val.y)
+                        rows.append({"example": example, "model": name, "seed": seed,
+                                     "early_stopping": policy, "epochs_run": counter.ran,
+                                     "accuracy": acc, "loss": loss})
+                        print(json.dumps(rows[-1]), flush=True)
+                        RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
     finally:
-        callbacks.EarlyStopping = stoppers[CURRENT]
-    rows.sort(key=lambda r: (LABELS.index(r["early_stopping"]), r["model"], r["seed"]))
-    RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
+        callbacks.EarlyStopping = original
     write_md(rows)
     return 0
 
