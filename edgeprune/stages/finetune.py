@@ -135,12 +135,15 @@ def run(pruned: Pruned, inputs: Inputs, recipe: Recipe, log_dir: Path | None) ->
     train, monitor = fit_split(inputs.train, recipe.seed)
     validation = None
     watched = "val_loss"  # without re-estimated statistics the shipped model is the trained one
+    bn_x = None
+    if pruned.recalibrate_bn:
+        from edgeprune.pruning.batchnorm import bn_sample
+
+        bn_x = bn_sample(train.x, recipe.seed)
     if monitor is not None:
         validation = (monitor.x, monitor.y)
-        if pruned.recalibrate_bn:
-            from edgeprune.pruning.batchnorm import bn_sample
-
-            callbacks.append(shipped_monitor(monitor, bn_sample(train.x, recipe.seed)))
+        if bn_x is not None:
+            callbacks.append(shipped_monitor(monitor, bn_x))
             watched = "val_shipped_loss"
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -170,10 +173,10 @@ def run(pruned: Pruned, inputs: Inputs, recipe: Recipe, log_dir: Path | None) ->
             verbose=0,
         )
     _log_epochs(history.history, watched, pruned.min_epochs)
-    if pruned.recalibrate_bn:
-        from edgeprune.pruning.batchnorm import bn_sample, recalibrate_bn
+    if bn_x is not None:
+        from edgeprune.pruning.batchnorm import recalibrate_bn
 
-        recalibrate_bn(model, bn_sample(train.x, recipe.seed))
+        recalibrate_bn(model, bn_x)
     return model
 
 
