@@ -56,11 +56,13 @@ def _stopper(policy: str, early_stopping: Any) -> Any:
 
     if policy == "off":
         return lambda **_: _tf.keras().callbacks.Callback()
-    if policy == "val_accuracy":
-        return lambda **kw: early_stopping(**{**kw, "monitor": "val_accuracy", "mode": "max"})
-    if policy == "shipped loss, last":
-        return lambda **kw: early_stopping(**{**kw, "restore_best_weights": False})
-    return early_stopping
+    # Each policy sets what it differs in explicitly: the stage's own defaults have changed
+    # between these runs (restore_best_weights was True until 6d54e60).
+    overrides = {"val_accuracy": {"monitor": "val_accuracy", "mode": "max",
+                                  "restore_best_weights": True},
+                 "shipped loss": {"restore_best_weights": True},
+                 "shipped loss, last": {"restore_best_weights": False}}[policy]
+    return lambda **kw: early_stopping(**{**kw, **overrides})
 
 
 class _Epochs(logging.Handler):

@@ -9,7 +9,7 @@ model has its statistics re-estimated after training (pruning/batchnorm.py). Thi
 fine-tune stage for all 10 epochs (no early stopping) from the same cached cortex-m7 40 %
 pruned models as bench/early_stopping.py (seeds 0-2, auto and uniform), and after every epoch
 records: the monitor accuracy Keras reports; the monitor accuracy and loss of a copy with its
-statistics re-estimated as the shipped model's are; and that copy's accuracy on val.npz (for
+statistics re-estimated as the shipped model's are; and that model's accuracy on val.npz (for
 this diagnostic only; nothing is chosen on it). Writes bench/finetune_monitor.{json,md}.
 """
 
@@ -34,17 +34,13 @@ OUT = REPO / "bench" / "finetune_monitor"
 def _recorder(monitor, val, bn_x, rows: list[dict]):
     """A Keras callback in place of EarlyStopping: records each epoch, never stops."""
     from edgeprune import _tf
-    from edgeprune.pruning.batchnorm import recalibrate_bn
+    from edgeprune.pruning.batchnorm import recalibrated
 
-    keras = _tf.keras()
-
-    class Record(keras.callbacks.Callback):
+    class Record(_tf.keras().callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            copy = keras.models.clone_model(self.model)
-            copy.set_weights(self.model.get_weights())
-            recalibrate_bn(copy, bn_x)
-            m_acc, m_loss = accuracy_and_loss(copy, monitor.x, monitor.y)
-            v_acc, _ = accuracy_and_loss(copy, val.x, val.y)
+            with recalibrated(self.model, bn_x):  # scored as shipped, moving stats put back
+                m_acc, m_loss = accuracy_and_loss(self.model, monitor.x, monitor.y)
+                v_acc, _ = accuracy_and_loss(self.model, val.x, val.y)
             rows.append({"epoch": epoch + 1, "keras_monitor_accuracy": logs["val_accuracy"],
                          "keras_monitor_loss": logs["val_loss"],
                          "recalibrated_monitor_accuracy": m_acc,

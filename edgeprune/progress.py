@@ -59,10 +59,11 @@ def keras_callback(epochs: int, steps_per_epoch: int) -> Any:
 
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             # -v logs every epoch: where no bar is drawn (CI logs, pipes) this is the progress
+            logs = logs or {}
             log.debug("fine-tuning epoch %d/%d: %s", epoch + 1, epochs,
-                      ", ".join(f"{k} {v:.4f}" for k, v in sorted((logs or {}).items())))
+                      ", ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items())))
             # the shipped model's monitor accuracy where the fine-tune stage measures it
-            shown = (logs or {}).get("val_shipped_accuracy", (logs or {}).get("val_accuracy"))
+            shown = logs.get("val_shipped_accuracy", logs.get("val_accuracy"))
             if shown is not None:
                 self.bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", val_acc=f"{shown:.3f}")
 
