@@ -65,14 +65,6 @@ def _stopper(policy: str, early_stopping: Any) -> Any:
     return lambda **kw: early_stopping(**{**kw, **overrides})
 
 
-class _Epochs(logging.Handler):
-    """Counts the epochs the fine-tune ran (its INFO line says how many)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage().startswith("fine-tuned "):
-            self.ran = int(record.getMessage().split()[1])
-
-
 def _pruned(run: str):
     """The prune stage's output as the build cached it, loaded as ``--resume`` loads it."""
     from edgeprune.stage_cache import CACHE_DIR, StageCache
@@ -143,9 +135,6 @@ def main() -> int:
     from edgeprune.stages import finetune
 
     logging.basicConfig(level=logging.WARNING)
-    counter = _Epochs()
-    logging.getLogger("edgeprune.stages.finetune").addHandler(counter)
-    logging.getLogger("edgeprune.stages.finetune").setLevel(logging.INFO)
     callbacks = _tf.keras().callbacks
     original = callbacks.EarlyStopping
     rows = [r for r in (json.loads(RESULTS.read_text()) if RESULTS.is_file() else [])
@@ -161,11 +150,11 @@ def main() -> int:
                 for name, run in runs.items():
                     for policy in policies:
                         callbacks.EarlyStopping = _stopper(policy, original)
-                        model = finetune.run(_pruned(run.format(seed)), inputs,
-                                             Recipe(epochs=10, seed=seed), None)
+                        model, trained = finetune.run(_pruned(run.format(seed)), inputs,
+                                                      Recipe(epochs=10, seed=seed), None)
                         acc, loss = accuracy_and_loss(model, val.x, val.y)
                         rows.append({"example": example, "model": name, "seed": seed,
-                                     "early_stopping": policy, "epochs_run": counter.ran,
+                                     "early_stopping": policy, "epochs_run": trained["epochs_run"],
                                      "accuracy": acc, "loss": loss})
                         print(json.dumps(rows[-1]), flush=True)
                         RESULTS.write_text(json.dumps(rows, indent=1) + "\n")

@@ -38,6 +38,7 @@ from edgeprune.stages import (
     report,
 )
 from edgeprune.stages.check import Measurement
+from edgeprune.stages.prune import Pruned
 from edgeprune.targets import TargetProfile, load_target
 
 log = logging.getLogger(__name__)
@@ -259,15 +260,14 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
         with timer.stage("finetune"):
             log_dir = work / "logs" if req.tensorboard else None
             key = stage_cache.next_key(key, "finetune", recipe, target)
-            final_model = cache.run(  # with --tensorboard, its logs are wanted: always train
-                "finetune", key,
-                lambda: pruned.strip(finetune.run(pruned, inputs, recipe, log_dir)),
-                stage_cache.save_model, cache.load_model, reusable=log_dir is None)
-        qat_model = None
+            final_model, trained = cache.run(  # with --tensorboard its logs are wanted: train
+                "finetune", key, lambda: _finetune(pruned, inputs, recipe, log_dir),
+                stage_cache.save_trained, cache.load_trained, reusable=log_dir is None)
+        qat_model = qat_trained = None
         if recipe.quantize == "qat":
             with timer.stage("qat"):
                 key = stage_cache.next_key(key, "qat", recipe, target)
-                wrapped, qat_model = cache.run(
+                wrapped, (qat_model, qat_trained) = cache.run(
                     "qat", key, lambda: _qat(final_model, inputs, recipe, log_dir),
                     stage_cache.never, stage_cache.never)
                 final_model = wrapped.strip(qat_model)
@@ -309,7 +309,9 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
             rep = _report(target, recipe, baseline, result, measurements, checks,
                           _layer_rows(model, final_model), timer.timings, pruned.notes, inputs)
             rep.update(quantization=quant, fidelity=fid, artifacts=device.report,
-                       estimate=estimate, **on_target)
+                       estimate=estimate, finetune=trained, **on_target)
+            if qat_trained is not None:
+                rep["qat_finetune"] = qat_trained
             rep["pruning_groups"] = pruned.groups
             rep["reused_stages"] = list(cache.reused)
             if cache.reused:
@@ -340,9 +342,16 @@ def _baseline(model: Any, inputs: data_mod.Inputs, target: TargetProfile) -> dic
     }
 
 
+def _finetune(pruned: Pruned, inputs: data_mod.Inputs, recipe: Recipe,
+              log_dir: Path | None) -> tuple[Any, dict[str, Any]]:
+    """The fine-tuned model, TF-MOT's wrappers stripped, and the fine-tune's summary."""
+    model, summary = finetune.run(pruned, inputs, recipe, log_dir)
+    return pruned.strip(model), summary
+
+
 def _qat(model: Any, inputs: data_mod.Inputs, recipe: Recipe,
-         log_dir: Path | None) -> tuple[Any, Any]:
-    """The QAT wrapping (with its strip and notes) and the QAT-fine-tuned model."""
+         log_dir: Path | None) -> tuple[Any, tuple[Any, dict[str, Any]]]:
+    """The QAT wrapping (with its strip and notes), the QAT-fine-tuned model and its summary."""
     wrapped = qat.prepare(model, recipe)
     return wrapped, finetune.run(wrapped, inputs, recipe, log_dir)
 

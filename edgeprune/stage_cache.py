@@ -134,6 +134,11 @@ class StageCache:
         return _tf.keras().models.load_model(folder / "model.keras", compile=False,
                                              safe_mode=not self.trust_model)
 
+    def load_trained(self, folder: Path) -> tuple[Any, dict[str, Any] | None]:
+        # Entries written before the summary was cached hold the model alone.
+        summary = load_json(folder) if (folder / "result.json").is_file() else None
+        return self.load_model(folder), summary
+
     def load_pruned(self, folder: Path) -> Any:
         from edgeprune.stages.prune import Pruned
 
@@ -181,6 +186,12 @@ def load_tflite(folder: Path) -> bytes:
 def save_model(model: Any, folder: Path) -> bool:
     model.save(folder / "model.keras")
     return True
+
+
+def save_trained(trained: tuple[Any, dict[str, Any]], folder: Path) -> bool:
+    """The fine-tune stage's model and summary."""
+    model, summary = trained
+    return save_json(summary, folder) and save_model(model, folder)
 
 
 # Fields of a ``Pruned`` that are not plain data; every other field is cached as JSON. The

@@ -66,6 +66,9 @@ def test_a_changed_recipe_value_invalidates_exactly_the_later_stages(tiny_files,
     rep = _build(tiny_files, out, "--prune", "structured", "--epochs", "2", "--quantize",
                  "float16", "--resume")
     assert rep["reused_stages"] == ["baseline", "prune", "finetune"]
+    # the reused fine-tune still reports what its training did
+    assert rep["finetune"]["epochs"] == 2 and 1 <= rep["finetune"]["epochs_run"] <= 2
+    assert "## Fine-tuning" in (out / "host" / "report.md").read_text()
     tflite = (out / "host" / "model.tflite").read_bytes()
     # nothing changed: every cached stage is reused, same bytes
     rep = _build(tiny_files, out, "--prune", "structured", "--epochs", "2", "--quantize",

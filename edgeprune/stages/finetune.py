@@ -120,13 +120,18 @@ def deferred_interrupt(model: Any) -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def run(pruned: Pruned, inputs: Inputs, recipe: Recipe, log_dir: Path | None) -> Any:
-    """The fine-tuned model (still wrapped if TF-MOT wrapped it); unchanged when not trained."""
+def run(pruned: Pruned, inputs: Inputs, recipe: Recipe,
+        log_dir: Path | None) -> tuple[Any, dict[str, Any]]:
+    """The fine-tuned model (still wrapped if TF-MOT wrapped it; unchanged when not trained)
+    and what the training did, for the report: epochs run, why it stopped, the monitor's
+    figures for the weights kept."""
     if recipe.epochs == 0 or inputs.train is None:  # pruners that need training refuse this
-        return pruned.model
+        why = "epochs = 0" if recipe.epochs == 0 else "no training data (--data)"
+        return pruned.model, {"epochs": recipe.epochs, "epochs_run": 0, "skipped": why}
     if pruned.skip_finetune:  # nothing was pruned: training the input model only perturbs it
         log.info("fine-tuning skipped: %s", pruned.skip_finetune)
-        return pruned.model
+        return pruned.model, {"epochs": recipe.epochs, "epochs_run": 0,
+                              "skipped": pruned.skip_finetune}
     keras = _tf.keras()
     seed_everything(recipe.seed)
     model = pruned.model
@@ -172,20 +177,35 @@ def run(pruned: Pruned, inputs: Inputs, recipe: Recipe, log_dir: Path | None) ->
             shuffle=True,
             verbose=0,
         )
-    _log_epochs(history.history, watched, pruned.min_epochs)
+    summary = _summary(history.history, recipe.epochs, watched if validation else None,
+                       pruned.min_epochs)
     if bn_x is not None:
         from edgeprune.pruning.batchnorm import recalibrate_bn
 
         recalibrate_bn(model, bn_x)
-    return model
+    return model, summary
 
 
-def _log_epochs(history: dict[str, list[float]], watched: str, start: int) -> None:
-    ran = len(history.get("loss", []))
-    if len(history.get(watched, [])) <= start:
+def _summary(history: dict[str, list[float]], epochs: int, watched: str | None,
+             start: int) -> dict[str, Any]:
+    """Logged, and returned for report.json's ``finetune``."""
+    ran = len(history["loss"])
+    summary: dict[str, Any] = {"epochs": epochs, "epochs_run": ran,
+                               "train_loss": float(history["loss"][-1])}
+    if watched is None or ran <= start:
+        summary["stopped"] = ("after every epoch (no monitor split)" if watched is None
+                              else "after every epoch (fewer than the pruner's minimum)")
         log.info("fine-tuned %d epoch(s)", ran)
-        return
+        return summary
     best = start + int(np.argmin(history[watched][start:]))
+    summary.update(
+        stopped=(f"early: {watched} not lower for {PATIENCE} epochs" if ran < epochs
+                 else "after every epoch"),
+        weights="the last epoch's", monitor=watched,
+        monitor_loss=float(history[watched][-1]),
+        monitor_accuracy=float(history[watched.replace("loss", "accuracy")][-1]),
+        lowest_loss_epoch=best + 1)
     log.info("fine-tuned %d epoch(s), last weights kept (monitor-split %s %.4f, accuracy %.4f; "
-             "lowest at epoch %d)", ran, watched, history[watched][-1],
-             history[watched.replace("loss", "accuracy")][-1], best + 1)
+             "lowest at epoch %d)", ran, watched, summary["monitor_loss"],
+             summary["monitor_accuracy"], best + 1)
+    return summary

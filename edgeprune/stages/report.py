@@ -141,6 +141,8 @@ def render_md(report: dict[str, Any]) -> str:
 
 
 DETAIL_SECTIONS = (
+    ("finetune", "Fine-tuning"),
+    ("qat_finetune", "Quantization-aware fine-tuning"),
     ("quantization", "Quantization"),
     ("artifacts", "Device artifacts"),
     ("emulation", "Emulation (QEMU)"),

@@ -190,7 +190,9 @@ def test_a_model_that_already_fits_is_neither_pruned_nor_fine_tuned(setup):
     pruned = prune.run(model, recipe, load_target("cortex-m7"), inputs)  # 25 ms: fits
     assert pruned.report["search"]["stopped"] == "every budget met"
     assert pruned.skip_finetune and any("not pruned" in n for n in pruned.notes)
-    assert finetune.run(pruned, inputs, recipe, None) is pruned.model
+    model, trained = finetune.run(pruned, inputs, recipe, None)
+    assert model is pruned.model
+    assert trained == {"epochs": 1, "epochs_run": 0, "skipped": "--prune auto took no pruning step"}
 
 
 def test_without_data_steps_are_scored_against_the_input_model(setup):

@@ -59,7 +59,7 @@ def test_finetune_keeps_the_surviving_weights_and_retrain_reinitialises(setup):
                for a, b in zip(snapshot(again.model), snapshot(fresh.model), strict=True))
     from edgeprune.stages import finetune
 
-    tuned = finetune.run(fresh, inputs, _recipe(after_prune="retrain"), None)
+    tuned, _ = finetune.run(fresh, inputs, _recipe(after_prune="retrain"), None)
     assert _architecture(tuned) == _architecture(kept.model)
 
 

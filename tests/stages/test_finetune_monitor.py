@@ -72,6 +72,21 @@ def test_the_stage_watches_the_shipped_models_loss(data, caplog, recalibrate, wa
     pruned = Pruned(model=tiny_classifier(), recalibrate_bn=recalibrate)
     inputs = Inputs(train=data, val=None, calib=None)
     with caplog.at_level(logging.INFO, logger="edgeprune.stages.finetune"):
-        finetune.run(pruned, inputs, Recipe(epochs=2, learning_rate=1e-2), None)
+        _, trained = finetune.run(pruned, inputs, Recipe(epochs=2, learning_rate=1e-2), None)
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("fine-tuned"))
     assert f"monitor-split {watched}" in line
+    assert trained["monitor"] == watched and f"{trained['monitor_loss']:.4f}" in line
+    assert trained["epochs_run"] == 2 and trained["stopped"] == "after every epoch"
+
+
+def test_the_summary_says_when_the_fine_tune_stopped_early(data):
+    # A frozen model's weights, and so the re-estimated model's monitor loss, never change:
+    # early stopping ends the run after PATIENCE epochs without improvement.
+    model = tiny_classifier()
+    model.trainable = False
+    inputs = Inputs(train=data, val=None, calib=None)
+    _, trained = finetune.run(Pruned(model=model, recalibrate_bn=True), inputs,
+                              Recipe(epochs=20), None)
+    assert trained["epochs_run"] == 1 + finetune.PATIENCE < trained["epochs"] == 20
+    assert trained["stopped"].startswith("early: val_shipped_loss not lower")
+    assert trained["lowest_loss_epoch"] == 1 and trained["weights"] == "the last epoch's"
