@@ -33,6 +33,8 @@ def test_qat_after_magnitude_pruning_keeps_the_zeros(tiny_files, tmp_path):
     assert q["sparsity_tflite"] >= 0.49  # pruning-preserving QAT: the zeros survive int8
     assert rep["result"]["sparsity_tflite"] == q["sparsity_tflite"]
     assert "qat" in rep["timings_s"]
+    # both trainings are reported; in 3 epochs early stopping (patience 3) cannot end either
+    assert rep["finetune"]["epochs_run"] == rep["qat_finetune"]["epochs"] == 3
     assert any("Default8BitPrunePreserveQuantizeScheme" in n for n in rep["notes"])
     # the emitted model is int8 inside and follows its float twin closely
     assert rep["fidelity"]["top1_agreement"] >= 0.9
