@@ -8,17 +8,22 @@ exists is complete; a crash or Ctrl-C leaves only whole entries behind.
 Keys chain: ``key(stage) = sha256(key(previous stage), stage, the recipe/target fields the stage
 reads, edgeprune version)``; the first key hashes the input files. Changing one input therefore
 invalidates exactly the stages from the first one that reads it. Every build writes the cache;
-only ``--resume`` reads it.
+only ``--resume`` reads it. Each target's folder is kept under ``MAX_BYTES``: after a store, the
+least recently used entries (a hit refreshes an entry's time) that the running build has not
+used are evicted; partial folders a killed process left behind go after ``STALE_PARTIAL_S``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +34,8 @@ from edgeprune import __version__
 log = logging.getLogger(__name__)
 
 CACHE_DIR = ".edgeprune-cache"
+MAX_BYTES = 2 * 1024**3  # per target: dozens of builds of a mobile-sized model
+STALE_PARTIAL_S = 24 * 3600  # a concurrent build's partial entry is younger
 T = TypeVar("T")
 
 # What each cached stage reads from the recipe, beyond what the previous stage's key covers.
@@ -99,7 +106,9 @@ class StageCache:
     read: bool  # --resume
     seed: int  # the recipe's: reset before each stage computes
     trust_model: bool = False  # cached models are loaded as the input model was
+    max_bytes: int = MAX_BYTES
     reused: list[str] = field(default_factory=list)
+    used: set[Path] = field(default_factory=set)  # this build's entries: never evicted
 
     @classmethod
     def for_target(cls, out: Path, target: str, resume: bool, seed: int,
@@ -121,12 +130,44 @@ class StageCache:
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 self.reused.append(stage)
+                self.used.add(entry)
+                with contextlib.suppress(OSError):  # recently used: evicted last
+                    os.utime(entry)
                 log.info("%-9s reused from %s", stage, entry)
                 return value
         fresh_state(self.seed)
         value = compute()
         self._store(entry, lambda folder: save(value, folder))
+        self.used.add(entry)
+        self.trim()
         return value
+
+    def trim(self) -> None:
+        """Evict least recently used entries, never this build's, until the folder fits."""
+        try:  # another build may be evicting too: a trim never fails a build
+            entries = self._entries()
+        except OSError as exc:
+            log.warning("stage cache %s not trimmed (%s)", self.root, exc)
+            return
+        total = sum(size for _, _, size in entries)
+        for _, path, size in sorted(entries):
+            if total <= self.max_bytes:
+                break
+            if path not in self.used:
+                shutil.rmtree(path, ignore_errors=True)
+                total -= size
+                log.info("stage cache over %d MiB: evicted %s (least recently used)",
+                         self.max_bytes // 2**20, path.name)
+
+    def _entries(self) -> list[tuple[float, Path, int]]:
+        """(last used, path, bytes) of each entry; stale partial folders are removed."""
+        now, entries = time.time(), []
+        for path in self.root.iterdir():
+            if not path.name.startswith("."):
+                entries.append((path.stat().st_mtime, path, _size(path)))
+            elif ".partial-" in path.name and now - path.stat().st_mtime > STALE_PARTIAL_S:
+                shutil.rmtree(path, ignore_errors=True)
+        return entries
 
     def load_model(self, folder: Path) -> Any:
         from edgeprune import _tf
@@ -154,6 +195,10 @@ class StageCache:
             log.warning("%s: not cached (%s: %s)", entry.name, type(exc).__name__, exc)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
 # --- savers and loaders: Keras models as .keras, .tflite as bytes, small results as JSON -----

@@ -1,6 +1,8 @@
 """Resumable builds: stage outputs cached under OUT/.edgeprune-cache, reused by --resume."""
 
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -115,3 +117,39 @@ def test_cache_is_written_always_but_read_only_with_resume(tmp_path, monkeypatch
     assert run(True) == ({"n": 3}, [])  # a damaged entry is recomputed, not fatal
     assert run(True) == ({"n": 3}, ["baseline"])  # … and replaced
     assert not [p for p in entry.parent.iterdir() if ".partial-" in p.name]
+
+
+def test_the_cache_evicts_least_recently_used_entries_but_never_the_builds_own(tmp_path,
+                                                                              monkeypatch):
+    monkeypatch.setattr(stage_cache, "fresh_state", lambda seed: None)
+    root = tmp_path / stage_cache.CACHE_DIR / "host"
+
+    def store(cache, stage, key, size):
+        return cache.run(stage, key, lambda: "x" * size, _save_text, _load_text)
+
+    old = stage_cache.StageCache.for_target(tmp_path, "host", False, seed=0)
+    for age, key in ((300, "a"), (200, "b"), (100, "c")):
+        store(old, "prune", key, 1000)
+        os.utime(root / f"prune-{key}", (time.time() - age,) * 2)
+    # A partial folder of a killed process, and one of a build running now.
+    stale, fresh = root / ".prune-z.partial-1", root / ".prune-y.partial-2"
+    stale.mkdir()
+    fresh.mkdir()
+    os.utime(stale, (time.time() - stage_cache.STALE_PARTIAL_S - 60,) * 2)
+
+    build = stage_cache.StageCache(root, read=True, seed=0, max_bytes=2500)
+    assert store(build, "prune", "a", 0) == "x" * 1000  # a hit: "a" is now the most recent
+    store(build, "finetune", "d", 1000)  # 4,000 bytes: "b" then "c" go; "a" is this build's
+    assert sorted(p.name for p in root.iterdir()) == [
+        ".prune-y.partial-2", "finetune-d", "prune-a"]
+    store(build, "convert", "e", 1000)  # over the limit, but every entry is this build's
+    assert {"finetune-d", "prune-a", "convert-e"} <= {p.name for p in root.iterdir()}
+
+
+def _save_text(value, folder):
+    (folder / "blob").write_text(value)
+    return True
+
+
+def _load_text(folder):
+    return (folder / "blob").read_text()
