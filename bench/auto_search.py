@@ -499,12 +499,13 @@ def write_md(results: dict[str, Any], path: Path) -> None:
     header = ["target", "dense ms", "budget ms", "auto ms", "RAM B", "flash B", "float acc",
               "auto acc", "drop (pt)", "every budget met", "exit", "search steps",
               "search s", "build s"]
-    lines += ["## Budgets at 40 % of the dense model's latency", "",
-              f"Profiles bench/{_profile_path('rpi4', 40).name} and "
-              f"bench/{_profile_path('cortex-m7', 40).name} (written by the "
-              "script; RAM, flash and accuracy budgets inherited: 1.0 point accuracy drop).",
-              ""]
-    lines += _table(header, _budget_rows(results, "auto"))
+    budget_rows = _budget_rows(results, "auto")
+    if budget_rows:  # results files of compare runs alone have none
+        lines += ["## Budgets at 40 % of the dense model's latency", "",
+                  f"Profiles bench/{_profile_path('rpi4', 40).name} and "
+                  f"bench/{_profile_path('cortex-m7', 40).name} (written by the script; RAM, "
+                  "flash and accuracy budgets inherited: 1.0 point accuracy drop).", ""]
+        lines += _table(header, budget_rows)
     for target, levels in EX.compare.items():
         lines += _compare_section(results, target, levels)
     refined = [(k, r["search"]["refine"]) for k, r in results.items()
