@@ -575,12 +575,16 @@ def _override(item: str) -> tuple[str, Any]:
     return key, json.loads(value) if value[:1].isdigit() or value[:1] == "-" else value
 
 
-def _levels(text: str) -> tuple[int, ...]:
+def _numbers(text: str) -> tuple[int, ...]:
     try:
-        levels = tuple(int(p) for p in text.split(","))
+        return tuple(int(p) for p in text.split(","))
     except ValueError:
-        levels = ()
-    if not levels or not all(0 < p < 100 for p in levels):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected integers like 0,1,2") from None
+
+
+def _levels(text: str) -> tuple[int, ...]:
+    levels = _numbers(text)
+    if not all(0 < p < 100 for p in levels):
         raise argparse.ArgumentTypeError(f"{text!r}: expected percentages like 15,10,6")
     return levels
 
@@ -603,15 +607,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", type=_levels, metavar="P,P,...",
                         help="compare at these %% of the dense latency instead of the example's "
                              "levels (needs --target and --provenance)")
+    parser.add_argument("--seeds", type=_numbers, metavar="S,S,...",
+                        help="with --levels: these seeds instead of the example's")
     parser.add_argument("--provenance", help="how the --levels and seeds came about (its table)")
     args = parser.parse_args(argv)
     if args.levels and not (args.target and args.provenance):
         parser.error("--levels needs --target and --provenance")
+    if args.seeds and not args.levels:
+        parser.error("--seeds needs --levels")
     global EX, RESULTS, ABOUT, ONLY
     EX = EXAMPLES[args.example]
     if args.levels:
-        EX = dataclasses.replace(EX, compare={args.target: args.levels},
-                                 provenance={args.target: args.provenance})
+        EX = dataclasses.replace(
+            EX, compare={args.target: args.levels}, provenance={args.target: args.provenance},
+            seeds={args.target: args.seeds or EX.seeds[args.target]})
     RESULTS, ABOUT, ONLY = args.results or EX.results, args.about, args.target
     for kind in EXTRA:
         EXTRA[kind] = dict(_override(item) for item in getattr(args, kind))
