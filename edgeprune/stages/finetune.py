@@ -193,8 +193,8 @@ def _summary(history: dict[str, list[float]], epochs: int, watched: str | None,
     summary: dict[str, Any] = {"epochs": epochs, "epochs_run": ran,
                                "train_loss": float(history["loss"][-1])}
     if watched is None or ran <= start:
-        summary["stopped"] = ("after every epoch (no monitor split)" if watched is None
-                              else "after every epoch (fewer than the pruner's minimum)")
+        summary["stopped"] = ("after every epoch (no monitor split)" if watched is None else
+                              f"after every epoch (early stopping starts after epoch {start})")
         log.info("fine-tuned %d epoch(s)", ran)
         return summary
     best = start + int(np.argmin(history[watched][start:]))
