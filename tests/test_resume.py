@@ -125,7 +125,8 @@ def test_the_cache_evicts_least_recently_used_entries_but_never_the_builds_own(t
     root = tmp_path / stage_cache.CACHE_DIR / "host"
 
     def store(cache, stage, key, size):
-        return cache.run(stage, key, lambda: "x" * size, _save_text, _load_text)
+        return cache.run(stage, key, lambda: "x" * size, stage_cache.save_json,
+                         stage_cache.load_json)
 
     old = stage_cache.StageCache.for_target(tmp_path, "host", False, seed=0)
     for age, key in ((300, "a"), (200, "b"), (100, "c")):
@@ -139,17 +140,9 @@ def test_the_cache_evicts_least_recently_used_entries_but_never_the_builds_own(t
 
     build = stage_cache.StageCache(root, read=True, seed=0, max_bytes=2500)
     assert store(build, "prune", "a", 0) == "x" * 1000  # a hit: "a" is now the most recent
-    store(build, "finetune", "d", 1000)  # 4,000 bytes: "b" then "c" go; "a" is this build's
+    store(build, "finetune", "d", 1000)  # 4,008 bytes: "b" then "c" go; "a" is this build's
     assert sorted(p.name for p in root.iterdir()) == [
         ".prune-y.partial-2", "finetune-d", "prune-a"]
     store(build, "convert", "e", 1000)  # over the limit, but every entry is this build's
     assert {"finetune-d", "prune-a", "convert-e"} <= {p.name for p in root.iterdir()}
 
-
-def _save_text(value, folder):
-    (folder / "blob").write_text(value)
-    return True
-
-
-def _load_text(folder):
-    return (folder / "blob").read_text()
