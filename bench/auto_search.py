@@ -155,8 +155,8 @@ def _write_profile(path: Path, target: str, budget: float, why: str) -> None:
 
 
 def phase_profiles(results: dict[str, Any]) -> None:
-    from edgeprune.pruning.anchor import estimate_costs
-    from edgeprune.stages.convert import to_tflite
+    from edgeprune.converter import to_tflite
+    from edgeprune.search.anchor import estimate_costs
     from edgeprune.targets import load_target
 
     model, ex = _example()
@@ -231,9 +231,9 @@ def _uniform_latency(model: Any, cost_model: Any, sparsity: float, multiple: int
 def _pricer(target: str) -> tuple[Any, Any, int]:
     """The example, its cost model for ``target`` (anchored on the dense int8 model) and the
     target's channel multiple: built once per target, shared by every level's bisection."""
+    from edgeprune.converter import to_tflite
     from edgeprune.pruning import layer_stats
-    from edgeprune.pruning.anchor import AnchoredCostModel
-    from edgeprune.stages.convert import to_tflite
+    from edgeprune.search.anchor import AnchoredCostModel
     from edgeprune.targets import load_target
 
     model, ex = _example()
@@ -310,7 +310,7 @@ def phase_compare(results: dict[str, Any]) -> None:
 
 def phase_rank(results: dict[str, Any]) -> None:
     from edgeprune import data
-    from edgeprune.pruning.search import SearchConfig, search
+    from edgeprune.search.loop import SearchConfig, search
     from edgeprune.targets import load_target
 
     model, ex = _example()

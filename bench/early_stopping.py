@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune.stages.finetune import accuracy_and_loss
+from edgeprune.training import accuracy_and_loss
 
 REPO = Path(__file__).resolve().parents[1]
 BUILDS = REPO / "build" / "bench-auto"

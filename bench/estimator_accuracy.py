@@ -62,7 +62,7 @@ def _digits(sparsity: float):
 
 
 def _digits_int8(model) -> bytes:
-    from edgeprune.stages.convert import to_tflite
+    from edgeprune.converter import to_tflite
 
     calib = np.load(REPO / "calib_data/digits/calib.npz")["x"]
     return to_tflite(model, "int8", calib, load_target("rpi4"))

@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from early_stopping import RUNS, SEEDS, _pruned
 
-from edgeprune.stages.finetune import accuracy_and_loss
+from edgeprune.training import accuracy_and_loss
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "finetune_monitor"

@@ -29,8 +29,8 @@ from _common import cached, convert, keras, time_ms
 from edgeprune import _tf
 from edgeprune.estimate.cpu import CpuParams, op_seconds, with_graph
 from edgeprune.estimate.opclass import graph_work
-from edgeprune.estimate.tflite_graph import parse_tflite
 from edgeprune.targets import OP_CLASSES, OP_REFINEMENTS
+from edgeprune.tflite.graph import parse_tflite
 
 HERE = Path(__file__).resolve().parent
 TIMINGS = HERE / "host_microbench.json"

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprune.estimate.tflite_graph import parse_tflite, plan_arena
+from edgeprune.converter import to_tflite
 from edgeprune.model_io import load_model
 from edgeprune.pruning import prune_structured
 from edgeprune.resources import example_inputs
 from edgeprune.runners.tflm import measure_arena
-from edgeprune.stages.convert import to_tflite
 from edgeprune.targets import load_target
+from edgeprune.tflite.graph import parse_tflite
+from edgeprune.tflite.planner import plan_arena
 
 
 def main() -> None:

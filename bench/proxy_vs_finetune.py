@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprune.stages.finetune import accuracy_and_loss
+from edgeprune.training import accuracy_and_loss
 
 REPO = Path(__file__).resolve().parents[1]
 BUILDS = json.loads((REPO / "bench" / "auto_search_mnist.json").read_text())
@@ -34,7 +34,7 @@ def main() -> int:
     from edgeprune import data, model_io
     from edgeprune.pruning import prune_structured
     from edgeprune.pruning.batchnorm import recalibrate_bn
-    from edgeprune.stages.finetune import compile_for_training, seed_everything
+    from edgeprune.training import compile_for_training, seed_everything
 
     ex = REPO / "examples" / "mnist"
     train = data.load_labelled(ex / "train.npz", "--data")

@@ -8,14 +8,19 @@ never at module import time, so ``import edgeprune`` and ``edgeprune --help`` st
 from __future__ import annotations
 
 import os
+import sys
 from types import ModuleType
+
+from edgeprune import native_output
 
 
 def tf() -> ModuleType:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    import tensorflow
-
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    with native_output.captured("importing TensorFlow"):
+        import tensorflow
     return tensorflow
 
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from edgeprune import converter, pipeline
 from edgeprune import data as data_mod
-from edgeprune import pipeline
 from edgeprune.errors import BadInputError
-from edgeprune.stages import artifacts, check, measure, quantize
-from edgeprune.stages.check import CheckResult, Measurement
+from edgeprune.measurement import CheckResult, Measurement
+from edgeprune.stages import artifacts, check, measure
 from edgeprune.targets import load_target
 
 
@@ -38,13 +38,13 @@ def check_tflite(
     path: Path, target_spec: str, data: Path | None,
     on_target: measure.OnTarget | None = None,
 ) -> CheckOutcome:
-    from edgeprune.estimate.tflite_graph import parse_tflite
+    from edgeprune.tflite.graph import parse_tflite
     target = load_target(target_spec)
     if not path.is_file():
         raise BadInputError(str(path), "no such file", "Give the path to a .tflite model")
     blob = path.read_bytes()
     graph = parse_tflite(blob, name=str(path))  # BadInputError for anything not a .tflite
-    quantize.check_model_for_target(graph, target, str(path))  # float model, integer target
+    converter.check_model_for_target(graph, target, str(path))  # float model, integer target
     shape = graph.tensors[graph.inputs[0]].shape
     measurements = [measure.flash(blob, target, path.name)]
     inputs = None

@@ -7,57 +7,16 @@ TensorFlow is imported only inside the commands that need it, so ``--help`` stay
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
 from typing import Any
 
 import click
 
 from edgeprune import __version__
-from edgeprune.errors import BadInputError, EdgepruneError
-
-log = logging.getLogger("edgeprune")
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-EXIT_INTERRUPTED = 130
-
-
-def _handle_errors(fn: Callable[..., int | None]) -> Callable[..., None]:
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        try:
-            code = fn(*args, **kwargs) or 0
-        except EdgepruneError as exc:
-            click.echo(f"error: {exc}", err=True)
-            code = exc.exit_code
-        except KeyboardInterrupt:
-            click.echo("interrupted: no output folder was left behind; finished stages stay "
-                       "cached, rerun with --resume to reuse them", err=True)
-            code = EXIT_INTERRUPTED
-        except Exception as exc:  # a library or runtime failed in a way we did not foresee
-            log.debug("traceback", exc_info=True)
-            click.echo(
-                f"error: internal failure: {type(exc).__name__}: {exc}. No output folder was "
-                "left behind; rerun with -v for the traceback and report it",
-                err=True,
-            )
-            code = 3
-        sys.exit(code)
-
-    return wrapper
-
-
-def _setup_logging(verbosity: int) -> None:
-    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
-    if verbosity < 1:  # TF/absl chatter is noise unless asked for
-        import os
-
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        for noisy in ("tensorflow", "absl", "h5py"):
-            logging.getLogger(noisy).setLevel(logging.ERROR)
+from edgeprune.cli_support import CONTEXT, handle_errors, setup_logging
+from edgeprune.errors import BadInputError, ExitCode
+from edgeprune.flash_cli import flash
 
 
 @click.group(context_settings=CONTEXT)
@@ -66,12 +25,12 @@ def _setup_logging(verbosity: int) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Debug output, including TensorFlow's.")
 def main(quiet: bool, verbose: bool) -> None:
     """Prune, quantize and convert a Keras model for an edge target, and check its budgets."""
-    _setup_logging(-1 if quiet else (1 if verbose else 0))
+    setup_logging(-1 if quiet else (1 if verbose else 0))
 
 
 @main.command(context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print the profiles as JSON.")
-@_handle_errors
+@handle_errors
 def targets(as_json: bool) -> None:
     """List the shipped target profiles with their hardware, runtime and budgets."""
     from edgeprune.targets import all_targets
@@ -182,7 +141,7 @@ def _on_target(device: str | None, known_hosts: Path | None, identity: Path | No
               "value into OUT/<target>-sweep/, compared in sweep.md/sweep.html with an "
               "accuracy-vs-latency plot. Exit 0 when some variant meets every budget.")
 @_on_target_options
-@_handle_errors
+@handle_errors
 def build(target_specs: tuple[str, ...], model: Path | None, data: Path | None,
           val: Path | None, calib: Path | None, recipe_file: Path | None, out: Path,
           trust_model: bool, strict: bool, tensorboard: bool, resume: bool, device: str | None,
@@ -240,7 +199,7 @@ def _summary_line(rep: dict[str, Any], folder: Path) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print checks and measurements as JSON.")
 @click.option("--strict", is_flag=True, help="Exit 1 also when a budget could not be checked.")
 @_on_target_options
-@_handle_errors
+@handle_errors
 def check(model: Path, target_spec: str, data: Path | None, as_json: bool, strict: bool,
           device: str | None, known_hosts: Path | None, identity: Path | None,
           remote_python: str, emulate: bool) -> int:
@@ -281,7 +240,7 @@ def check(model: Path, target_spec: str, data: Path | None, as_json: bool, stric
 @click.option("--out", type=Path, help="Also write the analysis as JSON to this file.")
 @click.option("--trust-model", is_flag=True,
               help="Allow model files whose layers run stored Python code (Lambda).")
-@_handle_errors
+@handle_errors
 def analyze(model: Path, data: Path | None, calib: Path | None, with_sensitivity: bool,
             criterion: str, keep: tuple[str, ...], samples: int, as_json: bool,
             out: Path | None, trust_model: bool) -> None:
@@ -299,7 +258,7 @@ def analyze(model: Path, data: Path | None, calib: Path | None, with_sensitivity
 
 @main.command(context_settings=CONTEXT)
 @click.argument("folder", type=_path(file_okay=False))
-@_handle_errors
+@handle_errors
 def report(folder: Path) -> None:
     """Re-render report.md and report.html in FOLDER from its report.json."""
     from edgeprune.stages.report import rerender
@@ -311,7 +270,7 @@ def report(folder: Path) -> None:
 @main.command(context_settings=CONTEXT)
 @click.argument("folder", type=Path)
 @click.option("--json", "as_json", is_flag=True, help="Print the drift report as JSON.")
-@_handle_errors
+@handle_errors
 def verify(folder: Path, as_json: bool) -> int:
     """Re-hash a build's artifacts and recorded inputs against its manifest.json.
 
@@ -324,13 +283,7 @@ def verify(folder: Path, as_json: bool) -> int:
     drifted = any(r.drifted for r in results)
     click.echo(json.dumps({"drifted": drifted, "builds": [r.to_dict() for r in results]},
                           indent=2) if as_json else render(results))
-    return 1 if drifted else 0
+    return ExitCode.BUDGET_FAILED if drifted else ExitCode.OK
 
 
-def _register_extra_commands() -> None:
-    from edgeprune.flash_cli import flash
-
-    main.add_command(flash)
-
-
-_register_extra_commands()
+main.add_command(flash)

@@ -6,11 +6,23 @@ The CLI maps ``EdgepruneError.exit_code`` to the process exit code:
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The process exit codes, a contract CI pipelines rely on."""
+
+    OK = 0  # every budget met (or, without --strict, not checkable)
+    BUDGET_FAILED = 1  # built, but a budget is not met
+    BAD_INPUT = 2  # bad input or usage
+    TOOL_FAILED = 3  # a tool or runtime failed
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+
 
 class EdgepruneError(Exception):
     """Base class: ``what`` names the file/option/value, ``fix`` says what to do."""
 
-    exit_code = 2
+    exit_code: ExitCode = ExitCode.BAD_INPUT
 
     def __init__(self, what: str, problem: str, fix: str) -> None:
         self.what = what
@@ -42,4 +54,4 @@ class DataError(BadInputError):
 class ToolError(EdgepruneError):
     """An external tool or runtime failed (exit 3); ``fix`` says how to reproduce."""
 
-    exit_code = 3
+    exit_code = ExitCode.TOOL_FAILED

@@ -1,6 +1,6 @@
 """``edgeprune flash``: the click command (registered by cli.py with ``main.add_command``).
 
-Only parsing and printing live here; ``edgeprune.flash`` does the work and returns the
+Only parsing and printing live here; ``edgeprune.deploy.flash`` does the work and returns the
 commands, so ``--dry-run`` prints exactly what a real run would execute.
 """
 
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import click
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+from edgeprune.cli_support import CONTEXT, handle_errors
 
 
 def _flash(**kwargs) -> int:
-    from edgeprune.flash import flash as do_flash
+    from edgeprune.deploy.flash import flash as do_flash
     from edgeprune.targets import load_target
 
     result = do_flash(load_target(kwargs.pop("target")), **kwargs)
@@ -61,6 +61,4 @@ def flash(**kwargs) -> None:
     Linux devices keep the previous release for --rollback. Cortex-M targets get a TFLite-Micro
     bundle (DIR/firmware) that pyOCD or esptool flashes once built.
     """
-    from edgeprune.cli import _handle_errors  # cli registers this command: import it lazily
-
-    _handle_errors(_flash)(**kwargs)
+    handle_errors(_flash)(**kwargs)

@@ -20,26 +20,18 @@ from typing import Any
 
 import numpy as np
 
+from edgeprune import converter, model_io, stage_cache
 from edgeprune import data as data_mod
-from edgeprune import fidelity, model_io, stage_cache
+from edgeprune.converter import to_tflite
 from edgeprune.errors import BadInputError, DataError
 from edgeprune.manifest import write_manifest
+from edgeprune.measurement import Measurement
 from edgeprune.recipe import Recipe, resolve_recipe
 from edgeprune.resources import example_inputs
-from edgeprune.stages import (
-    artifacts,
-    check,
-    convert,
-    finetune,
-    measure,
-    prune,
-    qat,
-    quantize,
-    report,
-)
-from edgeprune.stages.check import Measurement
+from edgeprune.stages import artifacts, check, fidelity, finetune, measure, prune, qat, report
 from edgeprune.stages.prune import Pruned
 from edgeprune.targets import TargetProfile, load_target
+from edgeprune.training import seed_everything
 
 log = logging.getLogger(__name__)
 SAMPLES_ON_TARGET = 24  # samples whose outputs are compared on a device / under QEMU
@@ -120,7 +112,7 @@ def load_inputs(req: BuildRequest, model: Any, recipe: Recipe) -> data_mod.Input
         calib = train.x
     if calib is not None:
         calib = data_mod.calibration_sample(calib, recipe.calib_samples, recipe.seed)
-    if recipe.quantize in quantize.CALIBRATED_MODES and calib is None:
+    if recipe.quantize in converter.CALIBRATED_MODES and calib is None:
         raise DataError(
             f"--quantize {recipe.quantize}",
             "needs calibration samples and neither --calib nor --data was given",
@@ -155,7 +147,7 @@ def gzip_size(blob: bytes) -> int:
 
 
 def _tflite_macs(tflite: bytes) -> int:
-    from edgeprune.estimate.tflite_graph import parse_tflite
+    from edgeprune.tflite.graph import parse_tflite
 
     return parse_tflite(tflite, name="model.tflite").total_macs
 
@@ -229,7 +221,7 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
     req = _with_example_defaults(req)
     target = load_target(target_spec)
     recipe = resolve_recipe(target.build, target.source, req.recipe_file, req.overrides)
-    quantize.check_target(recipe.quantize, target)
+    converter.check_target(recipe.quantize, target)
     _check_out(req.out)
     with timer.stage("load"):
         model = model_io.load_model(req.model, trust_model=req.trust_model)
@@ -237,7 +229,7 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
         prune.check(model, recipe, inputs)
         key = stage_cache.input_key(
             {"model": req.model, "data": req.data, "val": req.val, "calib": req.calib}, recipe)
-    finetune.seed_everything(recipe.seed)
+    seed_everything(recipe.seed)
     cache = stage_cache.StageCache.for_target(req.out, target.name, req.resume, recipe.seed,
                                               req.trust_model)
 
@@ -275,7 +267,7 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
         with timer.stage("convert"):
             key = stage_cache.next_key(key, "convert", recipe, target)
             tflite = cache.run(
-                "convert", key, lambda: convert.to_tflite(
+                "convert", key, lambda: to_tflite(
                     final_model if qat_model is None else qat_model, recipe.quantize,
                     inputs.calib, target),
                 stage_cache.save_tflite, stage_cache.load_tflite)
@@ -298,7 +290,7 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
                 "gzip_bytes": gzip_size(tflite),
             }
         with timer.stage("fidelity"):
-            quant = quantize.sparsity_report(result["sparsity"], tflite, recipe.quantize)
+            quant = converter.sparsity_report(result["sparsity"], tflite, recipe.quantize)
             result["sparsity_tflite"] = quant["sparsity_tflite"]
             fid = None if inputs.val is None else fidelity.evaluate(
                 tflite, final_model, inputs.val.x, mode=recipe.quantize, calib=inputs.calib,
@@ -334,7 +326,7 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
 
 def _baseline(model: Any, inputs: data_mod.Inputs, target: TargetProfile) -> dict[str, Any]:
     """The input model's figures, from its float32 .tflite."""
-    base_tflite = convert.to_tflite(model, "none", None, target)
+    base_tflite = to_tflite(model, "none", None, target)
     return {
         "accuracy": _accuracy(base_tflite, inputs), "params": int(model.count_params()),
         "macs": _tflite_macs(base_tflite), "sparsity": weight_sparsity(model),

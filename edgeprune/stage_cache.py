@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from edgeprune import __version__
+from edgeprune.training import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +265,5 @@ def fresh_state(seed: int) -> None:
     the cache. Auto-generated layer names (``quantize_layer_1``) end up in .tflite tensor
     names."""
     from edgeprune import _tf
-    from edgeprune.stages.finetune import seed_everything
-
     _tf.keras().backend.reset_uids()
     seed_everything(seed)

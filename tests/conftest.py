@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def tiny_files(tmp_path_factory) -> dict[str, Path]:
     """A trained tiny model (.keras) with train/val/calib files."""
-    from edgeprune.stages.finetune import compile_for_training
+    from edgeprune.training import compile_for_training
 
     root = tmp_path_factory.mktemp("tiny")
     model = tiny_classifier()
@@ -36,8 +36,8 @@ def tiny_files(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def tiny_tflite(tiny_files, tmp_path_factory) -> Path:
+    from edgeprune.converter import to_tflite
     from edgeprune.model_io import load_model
-    from edgeprune.stages.convert import to_tflite
     from edgeprune.targets import load_target
 
     model = load_model(tiny_files["model"])

@@ -16,10 +16,11 @@ import pytest
 from click.testing import CliRunner
 from sshd import running_sshd
 
-import edgeprune.flash as flash_mod
+import edgeprune.deploy.linux as flash_mod
+from edgeprune.deploy.flash import flash
+from edgeprune.deploy.linux import read_manifest, release_id
+from edgeprune.deploy.mcu import write_bundle
 from edgeprune.errors import BadInputError, ToolError
-from edgeprune.flash import flash, read_manifest, release_id
-from edgeprune.flash_bundle import write_bundle
 from edgeprune.flash_cli import flash as flash_command
 from edgeprune.targets import load_target
 

@@ -13,7 +13,7 @@ How each fault is made:
 - disk full: real. The install folder is a small tmpfs (``mount -t tmpfs -o size=…``; needs
   root, skipped otherwise).
 - reboot between upload and switch: the sshd server and its sessions are SIGKILLed (like a power
-  cut) from ``edgeprune.flash.checkpoint``, a no-op seam flash calls between its device steps;
+  cut) from ``edgeprune.deploy.linux.checkpoint``, a no-op seam flash calls between device steps;
   then sshd is started again with the same host key and port.
 """
 
@@ -35,10 +35,11 @@ import pytest
 from click.testing import CliRunner
 from sshd import SSHD, SshServer, _wait_for_banner, running_sshd, stop
 
-import edgeprune.flash as flash_mod
+import edgeprune.deploy.linux as flash_mod
+from edgeprune.deploy.flash import flash
+from edgeprune.deploy.linux import release_id
 from edgeprune.device import parse_ssh
 from edgeprune.errors import ToolError
-from edgeprune.flash import flash, release_id
 from edgeprune.flash_cli import flash as flash_command
 from edgeprune.targets import load_target
 

@@ -20,7 +20,7 @@ def terminal(monkeypatch, capsys):
 
 
 def test_fine_tuning_draws_one_bar_over_every_batch(terminal):
-    from edgeprune.stages.finetune import compile_for_training
+    from edgeprune.training import compile_for_training
 
     model = tiny_classifier()
     x, y = blobs(64)
@@ -32,7 +32,7 @@ def test_fine_tuning_draws_one_bar_over_every_batch(terminal):
 
 
 def test_calibration_counts_samples(terminal):
-    from edgeprune.stages.quantize import representative_dataset
+    from edgeprune.converter import representative_dataset
 
     assert len(list(representative_dataset(np.zeros((5, 8, 8, 1), np.float32)))) == 5
     text = terminal()

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from edgeprune import recipe as recipe_mod
 from edgeprune import targets as targets_mod
 from edgeprune.errors import BadInputError, EdgepruneError
-from edgeprune.estimate.tflite_graph import parse_tflite, plan_arena
+from edgeprune.tflite.graph import parse_tflite
+from edgeprune.tflite.planner import plan_arena
 
 SETTINGS = settings(
     derandomize=True, database=None, deadline=timedelta(seconds=2), max_examples=150,

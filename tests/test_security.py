@@ -22,9 +22,9 @@ import pytest
 from sshd import running_sshd
 
 from edgeprune import _tf, data, model_io
+from edgeprune.deploy.linux import check_remote_dir, flash_linux, read_manifest, safe_relative
 from edgeprune.device import parse_ssh
 from edgeprune.errors import BadInputError, DataError, ModelLoadError, RecipeError, TargetError
-from edgeprune.flash import check_remote_dir, flash_linux, read_manifest, safe_relative
 from edgeprune.recipe import resolve_recipe
 from edgeprune.targets import load_target
 

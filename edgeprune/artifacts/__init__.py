@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeprune.stages.check import Measurement
+from edgeprune.measurement import Measurement
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune import __version__
+from edgeprune import __version__, native_output
 from edgeprune.artifacts import Artifacts
 from edgeprune.data import Inputs
 from edgeprune.errors import BadInputError, ToolError
-from edgeprune.estimate.tflite_graph import TfliteGraph, parse_tflite
-from edgeprune.stages.check import Measurement
+from edgeprune.measurement import Measurement
 from edgeprune.targets import TargetProfile
+from edgeprune.tflite.graph import TfliteGraph, parse_tflite
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +215,9 @@ def litert_raw(model: Path, raw_inputs: np.ndarray, reference: bool) -> np.ndarr
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     resolver = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
-    interp = Interpreter(model_path=str(model), experimental_op_resolver_type=resolver)
-    interp.allocate_tensors()
+    with native_output.captured("LiteRT"):
+        interp = Interpreter(model_path=str(model), experimental_op_resolver_type=resolver)
+        interp.allocate_tensors()
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     results = []
     for sample in raw_inputs:

@@ -27,9 +27,9 @@ from typing import Any
 from edgeprune.artifacts import Artifacts
 from edgeprune.data import Inputs
 from edgeprune.errors import ToolError
-from edgeprune.estimate.tflite_graph import parse_tflite
-from edgeprune.stages.check import Measurement
+from edgeprune.measurement import Measurement
 from edgeprune.targets import TargetProfile
+from edgeprune.tflite.graph import parse_tflite
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from typing import Any
 
 from edgeprune.estimate import cpu, edgetpu, mcu  # noqa: F401  (fill the registry)
 from edgeprune.estimate.result import ESTIMATORS, Estimate, OpTime, register_estimator
-from edgeprune.estimate.tflite_graph import parse_tflite
-from edgeprune.stages.check import Measurement
+from edgeprune.measurement import Measurement
 from edgeprune.targets import TargetProfile
+from edgeprune.tflite.graph import parse_tflite
 
 __all__ = ["ESTIMATORS", "Estimate", "OpTime", "TargetEstimate", "estimate_target",
            "register_estimator"]

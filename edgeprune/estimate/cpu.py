@@ -48,8 +48,9 @@ from edgeprune.estimate.opclass import (
     graph_work,
 )
 from edgeprune.estimate.result import Estimate, OpTime, register_estimator
-from edgeprune.estimate.tflite_graph import TfliteGraph, plan_arena
 from edgeprune.targets import Estimator, TargetProfile
+from edgeprune.tflite.graph import TfliteGraph
+from edgeprune.tflite.planner import plan_arena
 
 ENGINE = "litert-xnnpack"
 _PACKED_WEIGHT_CLASSES = frozenset({"conv", "depthwise", "fc"})

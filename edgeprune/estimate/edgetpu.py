@@ -17,14 +17,11 @@ the host CPU's parameters are the Raspberry Pi 4's (``rpi4.toml``).
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 from edgeprune.estimate.cpu import CpuParams, flagged_ops, op_times
 from edgeprune.estimate.edgetpu_compat import analyse
 from edgeprune.estimate.result import Estimate, OpTime, register_estimator
-from edgeprune.estimate.tflite_graph import TfliteGraph
 from edgeprune.targets import TargetProfile
+from edgeprune.tflite.graph import TfliteGraph
 
 MIB = 1024 * 1024
 
@@ -81,20 +78,3 @@ def estimate_edgetpu(tflite: bytes, graph: TfliteGraph, target: TargetProfile) -
     )
     return Estimate(total, per_op, flagged, detail,
                     extra={"edgetpu_compat": report.to_dict()})
-
-
-def artifacts(tflite_path: Path, work_dir: Path, target: TargetProfile, inputs: Any = None
-              ) -> Any:
-    """The artifacts-stage hook: ``edgetpu_compat.json`` (+ ``model_edgetpu.tflite`` when
-    ``edgetpu_compiler`` is on PATH). Latency comes from ``estimate_target``, not from here."""
-    from edgeprune.artifacts import Artifacts
-    from edgeprune.estimate.edgetpu_compiler import edgetpu_artifacts
-
-    est = target.estimator
-    cache = round(float(est.param_cache_mib or 0) * MIB) if est else round(7.0 * MIB)
-    report = edgetpu_artifacts(tflite_path, work_dir, cache)
-    files = [work_dir / "edgetpu_compat.json"]
-    if (work_dir / f"{tflite_path.stem}_edgetpu.tflite").is_file():
-        files.append(work_dir / f"{tflite_path.stem}_edgetpu.tflite")
-    summary = {k: v for k, v in report.to_dict().items() if k != "ops"}
-    return Artifacts(report={"edgetpu_compat": summary}, files=files)

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune.estimate._fbextra import FlatbufferView
-from edgeprune.estimate.tflite_graph import OpInfo, TensorInfo, TfliteGraph
+from edgeprune.tflite.flatbuffer import FlatbufferView
+from edgeprune.tflite.graph import OpInfo, TensorInfo, TfliteGraph
 
 MAPPED = "Mapped to Edge TPU"
 NOT_SUPPORTED = "Operation not supported"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from edgeprune.errors import ToolError
 from edgeprune.estimate.edgetpu_compat import MAPPED, CompatReport, analyse
-from edgeprune.estimate.tflite_graph import parse_tflite
+from edgeprune.tflite.graph import parse_tflite
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,9 @@ from edgeprune.estimate.opclass import (
     graph_work,
 )
 from edgeprune.estimate.result import Estimate, OpTime, register_estimator
-from edgeprune.estimate.tflite_graph import TfliteGraph, plan_arena
 from edgeprune.targets import TargetProfile
+from edgeprune.tflite.graph import TfliteGraph
+from edgeprune.tflite.planner import plan_arena
 
 # TFLM copies for RESHAPE/CONCATENATION/PAD…: LDR/STR of 32-bit words, about one per cycle.
 COPY_BYTES_PER_CYCLE = 4.0

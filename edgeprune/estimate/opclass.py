@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeprune.estimate.tflite_graph import OpInfo, TfliteGraph
 from edgeprune.targets import OP_REFINEMENTS
+from edgeprune.tflite.graph import OpInfo, TfliteGraph
 
 # Op type -> class (the finest one: a refinement falls back to its parent, see
-# targets.OP_REFINEMENTS). MACs come from tflite_graph (conv: output × kernel; pools: output ×
+# targets.OP_REFINEMENTS). MACs come from tflite/graph.py (conv: output × kernel; pools: output ×
 # window; reductions: input elements; elementwise, activations, convert: output elements);
 # movement ops count output elements, and are priced by their bytes.
 _CLASSES: dict[str, tuple[str, ...]] = {

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgeprune.estimate.tflite_graph import TfliteGraph
 from edgeprune.targets import TargetProfile
+from edgeprune.tflite.graph import TfliteGraph
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ appears: kernel columns of its producers, rows of its consumers, BN entries, and
 
 Atoms that touch a model output, a kept layer or a boundary (a layer we cannot reason about) are
 *frozen*. A *group* is a set of producers whose channels are coupled; its channels are the
-union-find classes it owns. Rules per layer type live in ``handlers.py`` and register here by
+union-find classes it owns. Rules per layer type live in ``handlers.py``, registered there by
 Keras class name, so this module imports no TensorFlow and also names Keras 3 classes.
 """
 
@@ -17,31 +17,19 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from edgeprune.errors import BadInputError
+from edgeprune.pruning.handlers import HANDLERS, Handler
 from edgeprune.pruning.ir import FlatModel, Op, flatten_model
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[["ChannelGraph", Op], None]
-HANDLERS: dict[str, Handler] = {}
 UNKNOWN_LAYER_MODES = ("boundary", "error")
-
-
-def register_handler(*class_names: str) -> Callable[[Handler], Handler]:
-    """Register the channel rule for Keras layer classes, by class name."""
-
-    def deco(fn: Handler) -> Handler:
-        for name in class_names:
-            HANDLERS[name] = fn
-        return fn
-
-    return deco
 
 
 @dataclass(frozen=True)
@@ -343,8 +331,3 @@ def check_keep(flat: FlatModel, keep: Iterable[str]) -> None:
                 f"model '{flat.name}' has no layer named '{name}'",
                 f"{hint} (`edgeprune analyze MODEL` lists the layers)",
             )
-
-
-# The rules register themselves here; importing them last keeps the registry complete for anyone
-# who imports this module (handlers.py imports register_handler from above).
-from edgeprune.pruning import handlers as _handlers  # noqa: E402, F401

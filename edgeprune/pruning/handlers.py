@@ -1,4 +1,4 @@
-"""Channel rules per Keras layer class (registered by class name in ``graph.HANDLERS``).
+"""Channel rules per Keras layer class, registered by class name in ``HANDLERS``.
 
 Each rule reads the atoms of the op's inputs and sets the atoms of its outputs (see graph.py).
 A rule that meets a configuration it cannot map exactly makes the op a boundary instead of
@@ -8,12 +8,29 @@ guessing: a wrong mapping would silently change the model.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeprune.pruning.graph import ChannelGraph, register_handler
 from edgeprune.pruning.ir import Op, Ref
+
+if TYPE_CHECKING:  # the graph calls the rules; the rules only read and write it
+    from edgeprune.pruning.graph import ChannelGraph
+
+Handler = Callable[["ChannelGraph", Op], None]
+HANDLERS: dict[str, Handler] = {}
+
+
+def register_handler(*class_names: str) -> Callable[[Handler], Handler]:
+    """Register the channel rule for Keras layer classes, by class name."""
+
+    def deco(fn: Handler) -> Handler:
+        for name in class_names:
+            HANDLERS[name] = fn
+        return fn
+
+    return deco
 
 NONLINEAR_SOFTMAX = ("softmax", "log_softmax")  # normalise across channels: not channel-wise
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeprune import native_output
 from edgeprune.errors import ToolError
 
 
@@ -29,11 +30,12 @@ def interpreter(model: Path | bytes, threads: int = 1):  # -> ai_edge_litert Int
     from ai_edge_litert.interpreter import Interpreter
 
     try:
-        if isinstance(model, bytes):
-            interp = Interpreter(model_content=model, num_threads=threads)
-        else:
-            interp = Interpreter(model_path=str(model), num_threads=threads)
-        interp.allocate_tensors()
+        with native_output.captured("LiteRT"):  # "Created TensorFlow Lite XNNPACK delegate"
+            if isinstance(model, bytes):
+                interp = Interpreter(model_content=model, num_threads=threads)
+            else:
+                interp = Interpreter(model_path=str(model), num_threads=threads)
+            interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         name = "<bytes>" if isinstance(model, bytes) else str(model)
         raise ToolError(

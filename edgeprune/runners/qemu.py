@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 
 from edgeprune.errors import BadInputError, ToolError
+from edgeprune.measurement import Measurement
 from edgeprune.runners import host
 from edgeprune.runners.qemu_provision import ArmRoot, cache_dir, locked, provision
 from edgeprune.runners.ssh import RUNNER, parse_report
-from edgeprune.stages.check import Measurement
 from edgeprune.targets import TargetProfile
 
 log = logging.getLogger(__name__)

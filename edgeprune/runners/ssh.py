@@ -29,8 +29,8 @@ import paramiko
 
 from edgeprune.device import SshDevice, parse_ssh
 from edgeprune.errors import BadInputError, ToolError
+from edgeprune.measurement import Measurement
 from edgeprune.runners import host
-from edgeprune.stages.check import Measurement
 from edgeprune.targets import TargetProfile
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.errors import BadInputError, ToolError
-from edgeprune.estimate.tflite_graph import TensorInfo, TfliteGraph, parse_tflite, plan_arena
+from edgeprune.tflite.graph import TensorInfo, TfliteGraph, parse_tflite
+from edgeprune.tflite.planner import plan_arena
 
 log = logging.getLogger(__name__)
 

@@ -4,31 +4,18 @@ Runs right after conversion, on the emitted model. Dispatch on ``target.hardware
 
 - ``cortex-m``: TFLite-Micro C sources, the measured arena, a TFLM-vs-LiteRT output check.
 - ``ethos-u``: Vela's optimised model, its summary and its cycle/SRAM/flash estimates.
-- ``edgetpu``: ``edgeprune.estimate.edgetpu.artifacts(tflite_path, work_dir, target, inputs)``
-  when that module provides it (it returns an ``Artifacts``), else nothing.
+- ``edgetpu``: the Edge TPU compatibility report (and the compiled model when
+  ``edgetpu_compiler`` is on PATH).
 - anything else: nothing.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from pathlib import Path
 
 from edgeprune.artifacts import Artifacts
 from edgeprune.data import Inputs
 from edgeprune.targets import TargetProfile
-
-__all__ = ["Artifacts", "run"]
-
-
-def _edgetpu(tflite_path: Path, work_dir: Path, target: TargetProfile,
-             inputs: Inputs | None) -> Artifacts:
-    if importlib.util.find_spec("edgeprune.estimate.edgetpu") is None:
-        return Artifacts()
-    module = importlib.import_module("edgeprune.estimate.edgetpu")
-    hook = getattr(module, "artifacts", None)
-    return hook(tflite_path, work_dir, target, inputs) if callable(hook) else Artifacts()
 
 
 def run(tflite_path: Path, work_dir: Path, target: TargetProfile,
@@ -44,5 +31,7 @@ def run(tflite_path: Path, work_dir: Path, target: TargetProfile,
 
         return vela.build(tflite_path, work_dir, target, inputs)
     if kind == "edgetpu":
-        return _edgetpu(tflite_path, work_dir, target, inputs)
+        from edgeprune.artifacts import edgetpu
+
+        return edgetpu.build(tflite_path, work_dir, target, inputs)
     return Artifacts()

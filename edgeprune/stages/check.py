@@ -10,44 +10,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
+from edgeprune.errors import ExitCode
+from edgeprune.measurement import METHOD_RANK, CheckResult, Measurement
 from edgeprune.targets import TargetProfile
-
-# "artifact": an exact property of the emitted file (its size), the same on every machine.
-METHOD_RANK = ("artifact", "device", "qemu", "tflm", "estimate")
-
-
-@dataclass(frozen=True)
-class Measurement:
-    quantity: str  # latency_ms | ram_bytes | flash_bytes | accuracy
-    value: float
-    unit: str
-    method: str  # artifact | device | qemu | tflm | host | estimate
-    where: str  # target name or "host"
-    detail: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    name: str
-    budget: float
-    value: float | None
-    unit: str
-    passed: bool | None
-    method: str | None
-    rule: str
-
-    @property
-    def margin(self) -> float | None:
-        return None if self.value is None else self.budget - self.value
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "margin": self.margin}
 
 
 def best(
@@ -151,7 +118,7 @@ def passed(checks: Sequence[CheckResult]) -> bool:
 def exit_code(checks: Sequence[CheckResult], strict: bool = False) -> int:
     """0 when no budget failed; 1 when one did (or, with ``strict``, one could not be checked)."""
     if any(c.passed is False for c in checks):
-        return 1
+        return ExitCode.BUDGET_FAILED
     if strict and any(c.passed is None for c in checks):
-        return 1
-    return 0
+        return ExitCode.BUDGET_FAILED
+    return ExitCode.OK

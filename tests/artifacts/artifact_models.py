@@ -27,7 +27,7 @@ def conv_dw_model():
 
 
 def convert(model, target_name: str, mode: str = "int8") -> bytes:
-    from edgeprune.stages.convert import to_tflite
+    from edgeprune.converter import to_tflite
     from edgeprune.targets import load_target
 
     return to_tflite(model, mode, images(64), load_target(target_name))

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from edgeprune.artifacts import vela
 from edgeprune.artifacts.tflm import BUILTIN_METHODS
 from edgeprune.cli import main
-from edgeprune.estimate.tflite_graph import parse_tflite
 from edgeprune.runners import tflm
+from edgeprune.tflite.graph import parse_tflite
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,8 @@ from artifact_models import images
 from edgeprune.artifacts import tflm as tflm_artifacts
 from edgeprune.data import Inputs, Labelled
 from edgeprune.errors import BadInputError
-from edgeprune.estimate.tflite_graph import parse_tflite
 from edgeprune.targets import load_target
+from edgeprune.tflite.graph import parse_tflite
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")
 

@@ -8,9 +8,9 @@ import pytest
 
 from edgeprune.artifacts import vela
 from edgeprune.errors import ToolError
-from edgeprune.estimate.tflite_graph import parse_tflite
 from edgeprune.stages import artifacts
 from edgeprune.targets import load_target
+from edgeprune.tflite.graph import parse_tflite
 
 needs_vela = pytest.mark.skipif(not vela.available(), reason="ethos-u-vela not installed")
 

@@ -20,8 +20,8 @@ from edgeprune.estimate.edgetpu_compat import (
     analyse,
     write_compat_json,
 )
-from edgeprune.estimate.tflite_graph import parse_tflite
 from edgeprune.targets import load_target
+from edgeprune.tflite.graph import parse_tflite
 
 CACHE = 7 * 2**20
 

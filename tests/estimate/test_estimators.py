@@ -12,9 +12,10 @@ from tiny_models import convert
 from edgeprune.errors import BadInputError
 from edgeprune.estimate import ESTIMATORS, estimate_target
 from edgeprune.estimate.opclass import OP_CLASS, class_chain
-from edgeprune.estimate.tflite_graph import parse_tflite, plan_arena
 from edgeprune.stages.check import best, run
 from edgeprune.targets import OP_CLASSES, OP_REFINEMENTS, load_target
+from edgeprune.tflite.graph import parse_tflite
+from edgeprune.tflite.planner import plan_arena
 
 ESTIMATED = ["rpi4", "rpi5", "coral-usb", "cortex-m4", "cortex-m7"]
 # One shipped profile per registry entry: every estimator is exercised.

@@ -12,14 +12,8 @@ import pytest
 from ai_edge_litert import schema_py_generated as fb
 
 from edgeprune.errors import BadInputError
-from edgeprune.estimate.tflite_graph import (
-    OpInfo,
-    TensorInfo,
-    TfliteGraph,
-    parse_tflite,
-    plan_arena,
-    plan_buffers,
-)
+from edgeprune.tflite.graph import OpInfo, TensorInfo, TfliteGraph, parse_tflite
+from edgeprune.tflite.planner import plan_arena, plan_buffers
 
 CNN_OPS = [
     "ADD", "AVERAGE_POOL_2D", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",
@@ -206,7 +200,8 @@ def test_bytes_and_path_sources_agree(cnn_tflite):
 
 def test_parser_does_not_import_tensorflow(cnn_tflite):
     code = (
-        "import sys\nfrom edgeprune.estimate.tflite_graph import parse_tflite, plan_arena\n"
+        "import sys\nfrom edgeprune.tflite.graph import parse_tflite\n"
+        "from edgeprune.tflite.planner import plan_arena\n"
         f"plan_arena(parse_tflite({str(cnn_tflite['int8'])!r}))\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('tensorflow', 'tf_keras', 'keras')))"

@@ -8,12 +8,13 @@ from click.testing import CliRunner
 from tiny_models import blobs
 
 from edgeprune import _tf
+from edgeprune.converter import to_tflite
 from edgeprune.data import Labelled
 from edgeprune.pruning import layer_stats, prune_structured
-from edgeprune.pruning.anchor import AnchoredCostModel, estimate_costs
 from edgeprune.pruning.graph import build_graph
-from edgeprune.pruning.search import SearchConfig, layer_channels, search
-from edgeprune.stages.convert import to_tflite
+from edgeprune.search.anchor import AnchoredCostModel, estimate_costs
+from edgeprune.search.budgets import layer_channels
+from edgeprune.search.loop import SearchConfig, search
 from edgeprune.targets import load_target
 
 keras = _tf.keras()
@@ -198,8 +199,8 @@ def test_a_model_that_already_fits_is_neither_pruned_nor_fine_tuned(setup):
 def test_without_data_steps_are_scored_against_the_input_model(setup):
     from edgeprune.data import Inputs
     from edgeprune.errors import BadInputError
-    from edgeprune.pruning.search import own_labels
     from edgeprune.recipe import Recipe
+    from edgeprune.search.budgets import own_labels
     from edgeprune.stages.prune import run
 
     model, train, _, _, _ = setup

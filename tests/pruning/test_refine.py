@@ -1,4 +1,4 @@
-"""The allocation refinement at the budget (pruning/refine.py), on synthetic costs and losses:
+"""The allocation refinement at the budget (search/refine.py), on synthetic costs and losses:
 moves keep every budget, the climb ends at the loss minimum it can reach, the uniform start
 rounds like ``--prune structured``."""
 
@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from edgeprune.pruning.anchor import Costs
 from edgeprune.pruning.policy import kept_count
-from edgeprune.pruning.refine import Refiner, widths
+from edgeprune.search.anchor import Costs
+from edgeprune.search.refine import Refiner, widths
 
 GROUPS = [SimpleNamespace(id=0, size=24, n_prunable=24), SimpleNamespace(id=1, size=64,
                                                                           n_prunable=64),

@@ -99,7 +99,7 @@ def ssh_server(tmp_path_factory) -> SshServer:
 
 
 def _convert(target_name: str, path: Path) -> Path:
-    from edgeprune.stages.convert import to_tflite
+    from edgeprune.converter import to_tflite
     from edgeprune.targets import load_target
 
     path.write_bytes(to_tflite(small_conv_model(), "int8", images(64), load_target(target_name)))

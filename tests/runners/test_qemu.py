@@ -58,7 +58,7 @@ def test_int8_io_model_raw_int8_outputs_on_cortex_a76(int8_io_tflite, samples):
 def test_mobilenet_v1_count_matches_the_calibration_constant(tmp_path):
     """Re-count the network the IPC is calibrated on; it must match the constant in qemu.py."""
     from edgeprune import _tf
-    from edgeprune.stages.convert import to_tflite
+    from edgeprune.converter import to_tflite
 
     keras = _tf.keras()
     keras.utils.set_random_seed(0)

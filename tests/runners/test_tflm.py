@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from edgeprune.errors import BadInputError
-from edgeprune.estimate.tflite_graph import parse_tflite, plan_arena
 from edgeprune.runners import tflm
 from edgeprune.runners.tflm import measure_arena, probe_arena, run_tflm
+from edgeprune.tflite.graph import parse_tflite
+from edgeprune.tflite.planner import plan_arena
 
 
 @pytest.fixture(scope="module")

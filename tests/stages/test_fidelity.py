@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeprune import fidelity
+from edgeprune.converter import to_tflite
 from edgeprune.model_io import load_model
-from edgeprune.stages.convert import to_tflite
+from edgeprune.stages import fidelity
 from edgeprune.targets import load_target
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from tiny_models import blobs, tiny_classifier
 
-from edgeprune import _tf
+from edgeprune import _tf, training
 from edgeprune.data import Inputs, Labelled, fit_split
 from edgeprune.pruning.batchnorm import bn_sample, recalibrate_bn, recalibrated
 from edgeprune.recipe import Recipe
@@ -33,7 +33,7 @@ def data():
 
 def test_recalibrated_scores_as_shipped_and_restores_the_moving_statistics(data):
     model = tiny_classifier()
-    finetune.compile_for_training(model, 1e-2)
+    training.compile_for_training(model, 1e-2)
     model.fit(data.x, data.y, epochs=2, batch_size=16, verbose=0)
     bn = model.get_layer("bn")
     bn.moving_mean.assign(bn.moving_mean + 3.0)  # stale, as after a cut at momentum 0.99
@@ -42,15 +42,15 @@ def test_recalibrated_scores_as_shipped_and_restores_the_moving_statistics(data)
     shipped.set_weights(model.get_weights())
     recalibrate_bn(shipped, data.x)
     with recalibrated(model, data.x):
-        inside = finetune.accuracy_and_loss(model, data.x, data.y)
-    assert inside == pytest.approx(finetune.accuracy_and_loss(shipped, data.x, data.y))
-    assert inside != pytest.approx(finetune.accuracy_and_loss(model, data.x, data.y))
+        inside = training.accuracy_and_loss(model, data.x, data.y)
+    assert inside == pytest.approx(training.accuracy_and_loss(shipped, data.x, data.y))
+    assert inside != pytest.approx(training.accuracy_and_loss(model, data.x, data.y))
     assert all(np.array_equal(a, b) for a, b in zip(stale, _moving(model), strict=True))
 
 
 def test_the_shipped_monitor_is_what_early_stopping_reads(data):
     model = tiny_classifier()
-    finetune.compile_for_training(model, 1e-2)
+    training.compile_for_training(model, 1e-2)
     fit, monitor = fit_split(data, 0)
     bn_x = bn_sample(fit.x, 0)
     stopper = keras.callbacks.EarlyStopping(monitor="val_shipped_loss", mode="min",
@@ -61,7 +61,7 @@ def test_the_shipped_monitor_is_what_early_stopping_reads(data):
     assert len(history.history["val_shipped_loss"]) == 3
     assert stopper.best == min(history.history["val_shipped_loss"])
     with recalibrated(model, bn_x):  # the last epoch's figure is the recalibrated model's
-        accuracy, loss = finetune.accuracy_and_loss(model, monitor.x, monitor.y)
+        accuracy, loss = training.accuracy_and_loss(model, monitor.x, monitor.y)
     assert history.history["val_shipped_loss"][-1] == pytest.approx(loss, rel=1e-5)
     assert history.history["val_shipped_accuracy"][-1] == pytest.approx(accuracy)
 

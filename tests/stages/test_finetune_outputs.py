@@ -4,7 +4,7 @@
 from tiny_models import tiny_classifier
 
 from edgeprune import _tf
-from edgeprune.stages.finetune import outputs_probabilities
+from edgeprune.training import outputs_probabilities
 
 keras = _tf.keras()
 

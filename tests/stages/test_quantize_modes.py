@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from edgeprune import converter
 from edgeprune.cli import main
+from edgeprune.converter import to_tflite
 from edgeprune.errors import RecipeError
-from edgeprune.estimate.tflite_graph import parse_tflite
-from edgeprune.estimate.tflite_weights import sparsity
 from edgeprune.model_io import load_model
 from edgeprune.recipe import QUANTIZE_MODES, Recipe
-from edgeprune.stages import quantize
-from edgeprune.stages.convert import to_tflite
 from edgeprune.targets import load_target
+from edgeprune.tflite.graph import parse_tflite
+from edgeprune.tflite.weights import sparsity
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +39,16 @@ def test_int16x8_has_int16_activations_and_int8_weights(tiny):
     mcu = parse_tflite(to_tflite(model, "int16x8", calib, load_target("cortex-m4")))
     assert mcu.tensors[mcu.inputs[0]].dtype == "int16"
     assert mcu.tensors[mcu.outputs[0]].dtype == "int16"
-    assert quantize.float_ops(mcu) == []
+    assert converter.float_ops(mcu) == []
 
 
 def test_few_calibration_samples_warn_with_the_count(tiny, caplog):
     model, calib = tiny
-    with caplog.at_level(logging.WARNING, logger="edgeprune.stages.quantize"):
+    with caplog.at_level(logging.WARNING, logger="edgeprune.converter"):
         to_tflite(model, "int8", calib[:20], load_target("host"))
     assert "only 20 calibration samples (< 50)" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="edgeprune.stages.quantize"):
+    with caplog.at_level(logging.WARNING, logger="edgeprune.converter"):
         to_tflite(model, "int8", calib[:50], load_target("host"))
     assert "calibration samples" not in caplog.text
 
@@ -59,7 +59,7 @@ def test_few_calibration_samples_warn_with_the_count(tiny, caplog):
 ])
 def test_integer_only_targets_refuse_float_modes(target, mode):
     with pytest.raises(RecipeError, match=f"--quantize {mode}") as e:
-        quantize.check_target(mode, load_target(target))
+        converter.check_target(mode, load_target(target))
     assert "Use --quantize int8" in str(e.value) and target in str(e.value)
 
 
@@ -68,15 +68,15 @@ def test_integer_only_targets_refuse_float_modes(target, mode):
     ("ethos-u55", "int16x8"), ("host", "float16"), ("rpi4", "none"),
 ])
 def test_allowed_modes_pass(target, mode):
-    quantize.check_target(mode, load_target(target))
+    converter.check_target(mode, load_target(target))
 
 
 def test_float_ops_tell_float_models_from_integer_ones(tiny, tiny_tflite):
     model, calib = tiny
-    assert quantize.float_ops(parse_tflite(tiny_tflite)) == []  # int8 body, float I/O
+    assert converter.float_ops(parse_tflite(tiny_tflite)) == []  # int8 body, float I/O
     for mode in ("none", "float16", "dynamic"):
         graph = parse_tflite(to_tflite(model, mode, calib, load_target("host")))
-        assert "CONV_2D" in quantize.float_ops(graph), mode
+        assert "CONV_2D" in converter.float_ops(graph), mode
 
 
 def test_check_of_a_float_model_for_cortex_m4_is_exit_2(tiny, tmp_path):

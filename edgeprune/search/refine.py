@@ -10,7 +10,7 @@ like the accuracy they reach after the full fine-tune (Spearman 0.8;
 bench/allocation_landscape.md). Starting from the better of the greedy and the uniform
 allocation, each round tries every move that widens one group by a channel multiple (narrowing
 another by as little as keeps every budget) and takes the best while it lowers the loss. The
-search (pruning/search.py) then lets the result replace the greedy model only if it wins
+search (search/loop.py) then lets the result replace the greedy model only if it wins
 NetAdapt's own test after as many short fine-tune steps as the greedy path took.
 """
 
@@ -21,9 +21,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgeprune.pruning.anchor import Costs
 from edgeprune.pruning.graph import ChannelGroup
 from edgeprune.pruning.policy import kept_count
+from edgeprune.search.anchor import Costs
 
 Allocation = dict[int, int]  # group id -> channels kept
 

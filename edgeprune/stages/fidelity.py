@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune import _tf
+from edgeprune import _tf, native_output
 from edgeprune.targets import TargetProfile
 
 log = logging.getLogger(__name__)
@@ -120,18 +120,19 @@ def _worst_layers(
                     f"{mode} is not analysed layer by layer")
     if calib is None or len(calib) == 0:
         return [], "per-layer analysis needs calibration samples"
-    from edgeprune.stages import quantize
+    from edgeprune.converter import configure, representative_dataset
 
     tf = _tf.tf()
     sample = calib[:DEBUG_SAMPLES]
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    quantize.configure(converter, "int8", sample, target)
+    configure(converter, "int8", sample, target)
     try:
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter,
-            debug_dataset=lambda: quantize.representative_dataset(sample),
-        )
-        debugger.run()
+        with native_output.captured("TF's quantization debugger"):
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter,
+                debug_dataset=lambda: representative_dataset(sample),
+            )
+            debugger.run()
         dump = io.StringIO()
         debugger.layer_statistics_dump(dump)
     except Exception as exc:  # a diagnostic: never fail the build over it

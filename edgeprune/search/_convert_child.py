@@ -31,7 +31,7 @@ def main() -> int:
         return 0
     mode, calib, target = settings
     from edgeprune import _tf
-    from edgeprune.stages.convert import to_tflite
+    from edgeprune.converter import to_tflite
 
     keras = _tf.keras()
     while (job := _read(requests)) is not None:

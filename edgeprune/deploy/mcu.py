@@ -19,9 +19,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from edgeprune.deploy.result import FlashResult
 from edgeprune.device import ProbeDevice
 from edgeprune.errors import BadInputError, ToolError
-from edgeprune.flash import FlashResult
 from edgeprune.targets import TargetProfile
 
 log = logging.getLogger(__name__)

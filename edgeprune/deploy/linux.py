@@ -1,4 +1,4 @@
-"""Put built artifacts on a device.
+"""Put built artifacts on a Linux device over SSH.
 
 Linux devices (``ssh://``): releases are content-addressed folders; ``current`` and ``previous``
 are symlinks switched atomically (a new symlink renamed over the old one), so the device always
@@ -22,8 +22,7 @@ flash at a time per device folder). A release folder is trusted only after its h
 the running one too: flashing the release the device already runs checks its files, and
 uploads them again if they changed on the device (``previous`` stays as it was).
 
-Cortex-M targets: a flashable TFLite-Micro bundle is written (see ``flash_bundle``) and, for
-``pyocd:`` / ``esptool:`` devices, handed to that tool. ``dry_run`` returns the exact commands.
+``dry_run`` returns the exact commands.
 """
 
 from __future__ import annotations
@@ -35,33 +34,20 @@ import logging
 import re
 import secrets
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from edgeprune.device import SshDevice, parse_device
+from edgeprune.deploy.result import FlashResult
+from edgeprune.device import SshDevice
 from edgeprune.errors import BadInputError, ToolError
 from edgeprune.manifest import sha256_file
-from edgeprune.targets import TargetProfile
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REMOTE_ROOT = "/opt/edgeprune"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}")
 _SAFE_REMOTE = re.compile(r"/[A-Za-z0-9._+/-]{1,1023}")
-
-
-@dataclass(frozen=True)
-class FlashResult:
-    device: str
-    dry_run: bool
-    commands: list[str]  # run, or (dry run) to be run, in order
-    changed: bool = True
-    release: str | None = None  # the release now current (Linux)
-    previous: str | None = None  # the release kept for rollback (Linux)
-    remote_dir: str | None = None
-    bundle: Path | None = None  # the Cortex-M bundle folder
-    notes: list[str] = field(default_factory=list)
 
 
 # -- the artifacts folder ---------------------------------------------------------------------
@@ -437,35 +423,3 @@ def flash_linux(
         else:
             rid, prev, changed = _install(remote, artifacts, entries, remote_dir, label)
     return FlashResult(label, False, remote.commands, changed, rid, prev, remote_dir)
-
-
-def flash(
-    target: TargetProfile, artifacts: Path, device_uri: str | None, *, dry_run: bool = False,
-    rollback: bool = False, remote_dir: str | None = None, known_hosts: Path | None = None,
-    identity: Path | None = None, connect_timeout: float = 10.0,
-) -> FlashResult:
-    """``edgeprune flash``: dispatch on the target's kind and the device URI."""
-    artifacts = Path(artifacts)
-    if not artifacts.is_dir():
-        raise BadInputError(f"--artifacts {artifacts}", "is not a folder",
-                            "Give the folder edgeprune build wrote for this target")
-    device = parse_device(device_uri) if device_uri else None
-    if target.hardware.kind == "cortex-m":
-        from edgeprune.flash_bundle import flash_mcu
-
-        if isinstance(device, SshDevice):
-            raise BadInputError(f"--device {device_uri}", f"{target.name} is a microcontroller",
-                                "Use --device pyocd:TARGET or esptool:PORT, or none")
-        if rollback:
-            raise BadInputError("--rollback", "microcontrollers keep no previous release",
-                                "Flash the older artifacts folder instead")
-        return flash_mcu(target, artifacts, device, dry_run=dry_run)
-    if not isinstance(device, SshDevice):
-        raise BadInputError(
-            f"--device {device_uri or '(none)'}",
-            f"{target.name} is a Linux device, flashed over SSH",
-            "Pass --device ssh://user@host[:port]",
-        )
-    return flash_linux(artifacts, device, remote_dir=remote_dir, dry_run=dry_run,
-                       rollback=rollback, known_hosts=known_hosts, identity=identity,
-                       connect_timeout=connect_timeout)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from ai_edge_litert import schema_py_generated as fb
 
-from edgeprune.estimate.tflite_graph import TensorInfo, parse_tflite
+from edgeprune.tflite.graph import TensorInfo, parse_tflite
 
 # Op type -> index of its weight (filter) input.
 WEIGHT_INPUT = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1, "TRANSPOSE_CONV": 1,

@@ -1,4 +1,4 @@
-"""Quantize stage: configure the TFLite converter for ``recipe.quantize``.
+"""The TFLite converter, configured for a quantization mode and a target.
 
 Modes: ``int8`` full-integer post-training quantization calibrated on the calibration samples;
 ``int16x8`` the same with int16 activations and int8 weights (more accurate, about twice the
@@ -13,13 +13,14 @@ input/output too and refuse float modes; CPU targets keep float I/O so callers f
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from edgeprune import _tf, progress
-from edgeprune.errors import BadInputError, DataError, RecipeError
+from edgeprune import _tf, native_output, progress
+from edgeprune.errors import BadInputError, DataError, RecipeError, ToolError
 from edgeprune.targets import TargetProfile
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def check_target(mode: str, target: TargetProfile) -> None:
 def float_ops(graph: Any) -> list[str]:
     """Op types that compute on float tensors (QUANTIZE/DEQUANTIZE at the edges excepted).
 
-    ``graph`` is an ``estimate.tflite_graph.TfliteGraph``; TF-free, so ``check`` can use it.
+    ``graph`` is an ``tflite.graph.TfliteGraph``; TF-free, so ``check`` can use it.
     """
     found = set()
     for op in graph.ops:
@@ -141,7 +142,7 @@ def configure(converter: Any, mode: str, calib: np.ndarray | None, target: Targe
 
 def sparsity_report(keras_sparsity: float, tflite: bytes, mode: str) -> dict[str, Any]:
     """Zeros before (Keras kernels) and after (the .tflite's weight buffers) quantization."""
-    from edgeprune.estimate.tflite_weights import sparsity
+    from edgeprune.tflite.weights import sparsity
 
     after = sparsity(tflite)
     return {
@@ -155,3 +156,24 @@ def sparsity_report(keras_sparsity: float, tflite: bytes, mode: str) -> dict[str
         "note": "zeros in conv/depthwise/dense kernels of the Keras model vs. stored weight "
                 "values equal to the zero point in model.tflite (BN folded in)",
     }
+
+
+def to_tflite(
+    model: Any, mode: str, calib: np.ndarray | None, target: TargetProfile
+) -> bytes:
+    tf = _tf.tf()
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    configure(converter, mode, calib, target)
+    try:
+        with warnings.catch_warnings():
+            # float I/O around an int8 body: the converter warns that it has no input stats.
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            with native_output.captured("the TFLite converter"):
+                return bytes(converter.convert())
+    except Exception as exc:
+        raise ToolError(
+            "TFLite converter",
+            f"failed to convert the model with --quantize {mode} ({str(exc).splitlines()[0]})",
+            "Reproduce with tf.lite.TFLiteConverter.from_keras_model(model).convert(); "
+            "try --quantize dynamic or none",
+        ) from exc

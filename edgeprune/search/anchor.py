@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from edgeprune.estimate.tflite_graph import OpInfo, TensorInfo, TfliteGraph, parse_tflite
 from edgeprune.targets import TargetProfile
+from edgeprune.tflite.graph import OpInfo, TensorInfo, TfliteGraph, parse_tflite
 
 QUANTITIES = ("latency_ms", "ram_bytes", "flash_bytes")
 # Per output channel of a per-axis quantized tensor: a float32 scale and an int64 zero point.
@@ -165,7 +165,7 @@ def _constant_bytes(tensors: Any) -> int:
 
 
 def _recount(op: OpInfo, tensors: list[TensorInfo]) -> OpInfo:
-    from edgeprune.estimate import tflite_graph
+    from edgeprune.tflite import graph as tflite_graph
 
     ins = [tensors[t] if t >= 0 else None for t in op.inputs]
     outs = [tensors[t] for t in op.outputs]

@@ -12,7 +12,7 @@ The model each step keeps is converted in a background process and re-estimated:
 verifies the step's predicted cost and prices the steps after it. The greedy path stops when
 every budget it can price is met by a real conversion, at its time limit, or when no group can
 be cut further. Once every budget is met, the allocation it ended at is refined
-(pruning/refine.py): allocations that meet the budgets are compared on equal terms, each cut
+(search/refine.py): allocations that meet the budgets are compared on equal terms, each cut
 from the input model in one shot, and the best by the proxy replaces the greedy model when,
 given as many short fine-tune steps, it scores a lower loss and a real conversion confirms it
 fits. Budgets no amount of channel pruning can meet are found first, named in a note and left
@@ -32,14 +32,16 @@ import numpy as np
 
 from edgeprune.data import Labelled, fit_split
 from edgeprune.errors import BadInputError
-from edgeprune.pruning.anchor import AnchoredCostModel, Costs
-from edgeprune.pruning.background import Converter
 from edgeprune.pruning.batchnorm import bn_sample, recalibrate_bn
 from edgeprune.pruning.graph import ChannelGraph, build_graph
-from edgeprune.pruning.refine import Allocation, Refiner, widths
 from edgeprune.pruning.stats import layer_stats
 from edgeprune.pruning.structured import prune_structured
+from edgeprune.search.anchor import AnchoredCostModel, Costs
+from edgeprune.search.background import Converter
+from edgeprune.search.budgets import Budget, budgets_of, fmt_budget, layer_channels, own_labels
+from edgeprune.search.refine import Allocation, Refiner, widths
 from edgeprune.targets import TargetProfile
+from edgeprune.training import accuracy_and_loss, compile_for_training, seed_everything
 
 log = logging.getLogger(__name__)
 # Sizes and latency do not depend on calibration values: anchors calibrate on a few samples
@@ -54,7 +56,7 @@ class SearchConfig:
     screen: int | None = 2  # short-fine-tune the best N proposals by proxy; None: all
     minutes: float = 10.0
     background: bool = True  # convert anchors in a child process (overlaps scoring)
-    refine: bool = True  # refine the greedy allocation at the budget (pruning/refine.py)
+    refine: bool = True  # refine the greedy allocation at the budget (search/refine.py)
 
     def __post_init__(self) -> None:
         if not 0 < self.step < 1:
@@ -62,14 +64,6 @@ class SearchConfig:
         if self.minutes <= 0:
             raise BadInputError(f"--search-minutes {self.minutes}", "must be > 0",
                                 "Give the search's time budget in minutes, e.g. 10")
-
-
-@dataclass(frozen=True)
-class Budget:
-    name: str  # latency | ram | flash: the check's name
-    quantity: str  # Costs field
-    limit: float
-    unit: str
 
 
 @dataclass
@@ -104,31 +98,6 @@ class _Proposal:
 
 def _r(pair: tuple[float, float] | None, i: int) -> float | None:
     return None if pair is None else round(pair[i], 5)
-
-
-def budgets_of(target: TargetProfile) -> tuple[list[Budget], list[str]]:
-    """The budgets the search can price for ``target`` (and notes on those it cannot)."""
-    b, out, notes = target.budgets, [], []
-    estimated = target.estimator is not None and target.hardware.kind in (
-        "cortex-a", "cortex-m", "edgetpu")
-    for name, quantity, value, scale, unit in (
-            ("latency", "latency_ms", b.latency_ms, 1.0, "ms"),
-            ("ram", "ram_bytes", b.ram_kb, 1024.0, "bytes"),
-            ("flash", "flash_bytes", b.flash_kb, 1024.0, "bytes")):
-        if value is None:
-            continue
-        if quantity != "flash_bytes" and not estimated:
-            notes.append(f"--prune auto: the {name} budget is not searched ({target.name} has "
-                         "no latency/RAM estimator); the check stage still checks it")
-            continue
-        out.append(Budget(name, quantity, float(value) * scale, unit))
-    return out, notes
-
-
-def _fmt(budget: Budget, value: float) -> str:
-    if budget.unit == "ms":
-        return f"{value:.4g} ms"
-    return f"{value:,.0f} B ({value / 1024:,.1f} KB)"
 
 
 class _Search:
@@ -316,7 +285,7 @@ class _Search:
 
     # --- refinement at the budget -----------------------------------------------------------
     def _refine(self, graph: ChannelGraph) -> None:
-        """Look for a better allocation that still fits (pruning/refine.py) and let it compete
+        """Look for a better allocation that still fits (search/refine.py) and let it compete
         with the greedy model; record what was compared."""
         start = time.monotonic()
         groups = graph.prunable_groups()  # the input model's
@@ -386,8 +355,6 @@ class _Search:
     def _short_finetune(self, model: Any, step: int, steps: int | None = None) -> None:
         """``steps`` optimizer steps (default: the config's short fine-tune), seeded by
         ``step``: every proposal of a step sees the same batches."""
-        from edgeprune.stages.finetune import compile_for_training, seed_everything
-
         seed_everything(self.seed)
         n = (steps or self.config.short_steps) * self.batch_size
         rng = np.random.default_rng(self.seed + step)
@@ -399,8 +366,6 @@ class _Search:
 
     def _evaluate(self, model: Any) -> tuple[float, float]:
         """(accuracy, cross-entropy) on the scoring split, in inference mode."""
-        from edgeprune.stages.finetune import accuracy_and_loss
-
         return accuracy_and_loss(model, self.scoring.x, self.scoring.y)
 
     # --- budgets no pruning can meet ----------------------------------------------------------
@@ -422,10 +387,11 @@ class _Search:
                 continue
             short = value - b.limit
             self.notes.append(
-                f"the {b.name} budget ({_fmt(b, b.limit)}) cannot be met by structural pruning: "
-                f"even with every channel group at its narrowest ({self.multiple}-channel "
-                f"multiples) the {self.converter.mode} model's {b.quantity} is {_fmt(b, value)}, "
-                f"{_fmt(b, short)} ({short / b.limit:.0%}) over. The search met the other budgets;"
+                f"the {b.name} budget ({fmt_budget(b, b.limit)}) cannot be met by structural "
+                f"pruning: even with every channel group at its narrowest ({self.multiple}-"
+                f"channel multiples) the {self.converter.mode} model's {b.quantity} is "
+                f"{fmt_budget(b, value)}, {fmt_budget(b, short)} ({short / b.limit:.0%}) over. "
+                f"The search met the other budgets;"
                 f" raise this one, or start from a smaller architecture")
             self.infeasible.append({"budget": b.name, "limit": b.limit, "narrowest": value,
                                     "shortfall": short, "unit": b.unit})
@@ -438,8 +404,8 @@ class _Search:
                 if costs.get(b.quantity) is not None and costs[b.quantity] > b.limit]
         steps = len(self.trajectory) - 1
         if over:
-            what = "; ".join(f"{b.name} {_fmt(b, v)} > {_fmt(b, b.limit)} "
-                             f"({_fmt(b, v - b.limit)} over)" for b, v in over)
+            what = "; ".join(f"{b.name} {fmt_budget(b, v)} > {fmt_budget(b, b.limit)} "
+                             f"({fmt_budget(b, v - b.limit)} over)" for b, v in over)
             self.notes.append(f"--prune auto stopped ({stopped}) after {steps} step(s) with "
                               f"budgets still not met: {what}; the build continues with the "
                               "last model")
@@ -469,37 +435,6 @@ class _Search:
                        "refine": self.config.refine,
                        "channel_multiple": self.multiple, "criterion": self.criterion},
         }
-
-
-def layer_channels(graph: ChannelGraph, kept: dict[int, int]) -> dict[str, int]:
-    """Output channels per layer (flat op name) when group ``g`` keeps ``kept[g]`` channels."""
-    sizes = {g.id: g.size for g in graph.groups}
-    out: dict[str, int] = {}
-    for op in graph.flat.ops:
-        if not op.outputs or op.name in out:
-            continue
-        base = graph.flat.channels(op.outputs[0])
-        slots = graph.slots(op.outputs[0])
-        if base is None:
-            continue
-        if slots is None or not kept:
-            out[op.name] = int(base)
-            continue
-        gids = slots[0]
-        n = float(np.sum(~np.isin(gids, list(kept))))
-        for gid, k in kept.items():
-            n += float(np.sum(gids == gid)) * k / sizes[gid]
-        out[op.name] = round(n)
-    return out
-
-
-def own_labels(model: Any, x: np.ndarray) -> Labelled:
-    """Unlabelled samples labelled by ``model``'s own top-1: without ``--data`` the search
-    scores (and short-fine-tunes) proposals by agreement with the input model."""
-    out = np.concatenate([np.asarray(model(x[i:i + 256], training=False)).reshape(
-        len(x[i:i + 256]), -1) for i in range(0, len(x), 256)])
-    return Labelled(x, out.argmax(axis=1).astype(np.int64), "calibration samples, labelled by "
-                    "the input model")
 
 
 def search(model: Any, target: TargetProfile, train: Labelled | None, *,

@@ -2,7 +2,7 @@
 
 The search converts the model it just chose (seconds of mostly single-threaded converter work)
 while it short-fine-tunes the next step's proposals in this process. One child process with
-its own TensorFlow (``python -m edgeprune.pruning._convert_child``, started at the first
+its own TensorFlow (``python -m edgeprune.search._convert_child``, started at the first
 conversion) does them one at a time over a pipe, so the extra memory is one TensorFlow process
 however many steps run. A plain child process rather than ``multiprocessing``: spawning would
 re-run the caller's unguarded ``__main__``. When the child cannot be used (it failed to start,
@@ -39,7 +39,7 @@ class Converter:
         self._closing = False
 
     def convert_here(self, model: Any) -> bytes:
-        from edgeprune.stages.convert import to_tflite
+        from edgeprune.converter import to_tflite
 
         return to_tflite(model, self.mode, self.calib, self.target)
 
@@ -80,7 +80,7 @@ class Converter:
             env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
                    "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
             self._child = subprocess.Popen(
-                [sys.executable, "-m", "edgeprune.pruning._convert_child"],
+                [sys.executable, "-m", "edgeprune.search._convert_child"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                 env=env)
             _send(self._child, pickle.dumps((self.mode, self.calib, self.target)))

@@ -1,0 +1,1 @@
+"""Putting built artifacts on devices: Linux boards over SSH, microcontrollers via a bundle."""

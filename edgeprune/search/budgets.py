@@ -1,0 +1,76 @@
+"""What ``--prune auto`` searches against: the target's priced budgets, and per-layer channels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgeprune.data import Labelled
+from edgeprune.pruning.graph import ChannelGraph
+from edgeprune.targets import TargetProfile
+
+
+@dataclass(frozen=True)
+class Budget:
+    name: str  # latency | ram | flash: the check's name
+    quantity: str  # Costs field
+    limit: float
+    unit: str
+
+
+def budgets_of(target: TargetProfile) -> tuple[list[Budget], list[str]]:
+    """The budgets the search can price for ``target`` (and notes on those it cannot)."""
+    b, out, notes = target.budgets, [], []
+    estimated = target.estimator is not None and target.hardware.kind in (
+        "cortex-a", "cortex-m", "edgetpu")
+    for name, quantity, value, scale, unit in (
+            ("latency", "latency_ms", b.latency_ms, 1.0, "ms"),
+            ("ram", "ram_bytes", b.ram_kb, 1024.0, "bytes"),
+            ("flash", "flash_bytes", b.flash_kb, 1024.0, "bytes")):
+        if value is None:
+            continue
+        if quantity != "flash_bytes" and not estimated:
+            notes.append(f"--prune auto: the {name} budget is not searched ({target.name} has "
+                         "no latency/RAM estimator); the check stage still checks it")
+            continue
+        out.append(Budget(name, quantity, float(value) * scale, unit))
+    return out, notes
+
+
+def fmt_budget(budget: Budget, value: float) -> str:
+    if budget.unit == "ms":
+        return f"{value:.4g} ms"
+    return f"{value:,.0f} B ({value / 1024:,.1f} KB)"
+
+
+def layer_channels(graph: ChannelGraph, kept: dict[int, int]) -> dict[str, int]:
+    """Output channels per layer (flat op name) when group ``g`` keeps ``kept[g]`` channels."""
+    sizes = {g.id: g.size for g in graph.groups}
+    out: dict[str, int] = {}
+    for op in graph.flat.ops:
+        if not op.outputs or op.name in out:
+            continue
+        base = graph.flat.channels(op.outputs[0])
+        slots = graph.slots(op.outputs[0])
+        if base is None:
+            continue
+        if slots is None or not kept:
+            out[op.name] = int(base)
+            continue
+        gids = slots[0]
+        n = float(np.sum(~np.isin(gids, list(kept))))
+        for gid, k in kept.items():
+            n += float(np.sum(gids == gid)) * k / sizes[gid]
+        out[op.name] = round(n)
+    return out
+
+
+def own_labels(model: Any, x: np.ndarray) -> Labelled:
+    """Unlabelled samples labelled by ``model``'s own top-1: without ``--data`` the search
+    scores (and short-fine-tunes) proposals by agreement with the input model."""
+    out = np.concatenate([np.asarray(model(x[i:i + 256], training=False)).reshape(
+        len(x[i:i + 256]), -1) for i in range(0, len(x), 256)])
+    return Labelled(x, out.argmax(axis=1).astype(np.int64), "calibration samples, labelled by "
+                    "the input model")
