@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from edgeprune import __version__
+from edgeprune import recipe as recipe_options
 from edgeprune.cli_support import CONTEXT, handle_errors, setup_logging
 from edgeprune.errors import BadInputError, ExitCode
 from edgeprune.flash_cli import flash
@@ -97,32 +98,31 @@ def _on_target(device: str | None, known_hosts: Path | None, identity: Path | No
 @click.option("--calib", type=Path, help="Calibration samples (.npz/.npy or image folder); "
               "default: a sample of --data.")
 @click.option("--recipe", "recipe_file", type=Path, help="Recipe TOML (overrides target defaults).")
-@click.option("--prune", type=click.Choice(["none", "magnitude", "m-by-n", "structured", "hybrid",
-                                            "auto"]),
+@click.option("--prune", type=click.Choice(recipe_options.PRUNE_MODES),
               help="Pruning method; auto: prune channels until the target's latency/RAM/flash "
               "budgets are met (needs --data).")
 @click.option("--search-minutes", type=float,
               help="Time budget of --prune auto's search, in minutes (default 10).")
 @click.option("--sparsity", type=float, help="Fraction removed, in [0, 1).")
-@click.option("--criterion", type=click.Choice(["l1", "l2", "bn", "apoz", "activation", "taylor"]),
+@click.option("--criterion", type=click.Choice(recipe_options.CRITERIA),
               help="Channel importance criterion for structural pruning.")
-@click.option("--allocation", type=click.Choice(["uniform", "global", "sensitivity"]),
+@click.option("--allocation", type=click.Choice(recipe_options.ALLOCATIONS),
               help="Spread the channel ratio uniformly over groups, rank channels globally, or "
               "measure each group's accuracy drop and spare fragile groups (needs --data).")
 @click.option("--l1", type=float, help="Network slimming: before channel selection, train with "
               "λ·Σ|γ| of every batch norm (or of kernels, see --l1-on) added to the loss; "
               "needs --data. Pair with --criterion bn. 0: off.")
-@click.option("--l1-on", type=click.Choice(["bn", "kernel"]),
+@click.option("--l1-on", type=click.Choice(recipe_options.L1_TARGETS),
               help="What --l1 penalises: batch-norm scales γ (default) or conv/dense kernels.")
 @click.option("--l1-epochs", type=int, help="Epochs of the --l1 phase (default: --epochs).")
-@click.option("--after-prune", type=click.Choice(["finetune", "retrain"]),
+@click.option("--after-prune", type=click.Choice(recipe_options.AFTER_PRUNE),
               help="After channel pruning, fine-tune the surviving weights (default) or "
               "re-initialise the smaller architecture and train it from scratch for --epochs.")
 @click.option("--weight-sparsity", type=float,
               help="Hybrid pruning: fraction of the remaining weights zeroed by TF-MOT.")
 @click.option("--epochs", type=int, help="Fine-tuning epochs (0: none).")
 @click.option("--quantize",
-              type=click.Choice(["int8", "int16x8", "float16", "dynamic", "qat", "none"]),
+              type=click.Choice(recipe_options.QUANTIZE_MODES),
               help="Quantization mode.")
 @click.option("--seed", type=int, help="Random seed for splits, training and calibration.")
 @click.option("--keep", multiple=True, help="Layer never to prune; repeatable.")
@@ -231,7 +231,7 @@ def check(model: Path, target_spec: str, data: Path | None, as_json: bool, stric
 @click.option("--sensitivity", "with_sensitivity", is_flag=True, help="Prune each channel group "
               "alone at 25/50/75 % (no fine-tuning) and report the accuracy drop; needs --data.")
 @click.option("--criterion", default="l1", show_default=True,
-              type=click.Choice(["l1", "l2", "bn", "apoz", "activation", "taylor"]),
+              type=click.Choice(recipe_options.CRITERIA),
               help="Channel importance used by --sensitivity.")
 @click.option("--keep", multiple=True, help="Layer never to prune; repeatable.")
 @click.option("--samples", type=int, default=500, show_default=True,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -108,36 +108,76 @@ def _calibrate(converter: Any, mode: str, calib: np.ndarray | None) -> None:
     converter.representative_dataset = lambda: representative_dataset(calib)
 
 
+Quantizer = Callable[[Any, "np.ndarray | None", TargetProfile], None]
+QUANTIZERS: dict[str, Quantizer] = {}
+
+
+def register_quantizer(mode: str) -> Callable[[Quantizer], Quantizer]:
+    """Register how the converter is set up for ``--quantize MODE`` (after Optimize.DEFAULT)."""
+
+    def deco(fn: Quantizer) -> Quantizer:
+        QUANTIZERS[mode] = fn
+        return fn
+
+    return deco
+
+
 def configure(converter: Any, mode: str, calib: np.ndarray | None, target: TargetProfile) -> None:
+    if mode not in QUANTIZERS:
+        raise RecipeError(f"--quantize {mode}", "unknown quantization mode",
+                          f"Use one of: {', '.join(QUANTIZERS)}")
+    if mode != "none":
+        converter.optimizations = [_tf.tf().lite.Optimize.DEFAULT]
+    QUANTIZERS[mode](converter, calib, target)
+
+
+@register_quantizer("none")
+def _float32(converter: Any, calib: np.ndarray | None, target: TargetProfile) -> None:
+    """No optimisation: a float32 model."""
+
+
+@register_quantizer("dynamic")
+def _dynamic(converter: Any, calib: np.ndarray | None, target: TargetProfile) -> None:
+    """Optimize.DEFAULT alone: int8 weights, float activations (dynamic range)."""
+
+
+@register_quantizer("float16")
+def _float16(converter: Any, calib: np.ndarray | None, target: TargetProfile) -> None:
+    converter.target_spec.supported_types = [_tf.tf().float16]
+
+
+@register_quantizer("int8")
+def _int8(converter: Any, calib: np.ndarray | None, target: TargetProfile) -> None:
     tf = _tf.tf()
-    if mode == "none":
-        return
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if mode == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    elif mode == "int8":
-        _calibrate(converter, mode, calib)
+    _calibrate(converter, "int8", calib)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if integer_io(target):
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+
+
+@register_quantizer("int16x8")
+def _int16x8(converter: Any, calib: np.ndarray | None, target: TargetProfile) -> None:
+    tf = _tf.tf()
+    _calibrate(converter, "int16x8", calib)
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+    ]
+    if integer_io(target):
+        converter.inference_input_type = tf.int16
+        converter.inference_output_type = tf.int16
+
+
+@register_quantizer("qat")
+def _qat(converter: Any, calib: np.ndarray | None, target: TargetProfile) -> None:
+    tf = _tf.tf()
+    # The fake-quant nodes carry the ranges; calibration only fills ops QAT left without.
+    if calib is not None:
+        converter.representative_dataset = lambda: representative_dataset(calib)
+    if integer_io(target):
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if integer_io(target):
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-    elif mode == "int16x8":
-        _calibrate(converter, mode, calib)
-        converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
-        ]
-        if integer_io(target):
-            converter.inference_input_type = tf.int16
-            converter.inference_output_type = tf.int16
-    elif mode == "qat":
-        # The fake-quant nodes carry the ranges; calibration only fills ops QAT left without.
-        if calib is not None:
-            converter.representative_dataset = lambda: representative_dataset(calib)
-        if integer_io(target):
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-    # "dynamic": Optimize.DEFAULT alone gives dynamic-range (int8 weights, float activations).
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
 
 
 def sparsity_report(keras_sparsity: float, tflite: bytes, mode: str) -> dict[str, Any]:

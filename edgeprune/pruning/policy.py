@@ -23,12 +23,12 @@ from edgeprune.pruning.graph import ChannelGroup
 
 # (groups, scores, sparsity) -> channels to remove per group id (fractional; rounded later)
 Allocator = Callable[[Sequence[ChannelGroup], dict[int, np.ndarray], float], dict[int, float]]
-ALLOCATIONS: dict[str, Allocator] = {}
+ALLOCATORS: dict[str, Allocator] = {}
 
 
 def register_allocation(name: str) -> Callable[[Allocator], Allocator]:
     def deco(fn: Allocator) -> Allocator:
-        ALLOCATIONS[name] = fn
+        ALLOCATORS[name] = fn
         return fn
 
     return deco
@@ -95,18 +95,18 @@ def plan(
     min_channels: int | None = None,
 ) -> Plan:
     """Decide the channels to remove per group; ``sparsity`` may be given per group id."""
-    if allocation not in ALLOCATIONS:
+    if allocation not in ALLOCATORS:
         raise BadInputError(
             f"--allocation {allocation}",
             "unknown allocation",
-            f"use one of: {', '.join(ALLOCATIONS)}",
+            f"use one of: {', '.join(ALLOCATORS)}",
         )
     minimum = max(1, channel_multiple) if min_channels is None else min_channels
     groups = [g for g in groups if g.n_prunable > 0]
     if isinstance(sparsity, dict):
         removals = {g.id: g.n_prunable * sparsity.get(g.id, 0.0) for g in groups}
     else:
-        removals = ALLOCATIONS[allocation](groups, scores, sparsity)
+        removals = ALLOCATORS[allocation](groups, scores, sparsity)
     result = Plan(removed={})
     for g in groups:
         n, frozen = g.size, g.size - g.n_prunable

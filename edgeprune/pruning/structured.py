@@ -17,7 +17,7 @@ import numpy as np
 from edgeprune.errors import BadInputError
 from edgeprune.pruning.graph import ChannelGraph, build_graph
 from edgeprune.pruning.importance import Context, check_criterion, score_groups
-from edgeprune.pruning.policy import ALLOCATIONS, Plan, plan
+from edgeprune.pruning.policy import ALLOCATORS, Plan, plan
 from edgeprune.pruning.stats import flat_stats, layer_stats
 from edgeprune.pruning.surgery import rebuild
 
@@ -198,11 +198,11 @@ def _check_options(
                 "must be a fraction of channels to remove, at least 0 and below 1",
                 "use e.g. 0.5 to remove half of the prunable channels",
             )
-    if allocation not in ALLOCATIONS:
+    if allocation not in ALLOCATORS:
         raise BadInputError(
             f"--allocation {allocation}",
             "unknown allocation",
-            f"use one of: {', '.join(ALLOCATIONS)}",
+            f"use one of: {', '.join(ALLOCATORS)}",
         )
     if not isinstance(channel_multiple, int) or channel_multiple < 1:
         raise BadInputError(

@@ -9,7 +9,7 @@ from prune_helpers import L, keras, residual_model
 from edgeprune.errors import BadInputError
 from edgeprune.pruning import prune_structured
 from edgeprune.pruning.graph import ChannelGroup
-from edgeprune.pruning.policy import ALLOCATIONS, kept_count, plan
+from edgeprune.pruning.policy import ALLOCATORS, kept_count, plan
 
 
 def _group(gid: int, n: int, frozen: int = 0) -> ChannelGroup:
@@ -37,7 +37,7 @@ def test_kept_count(n, frozen, kept, multiple, minimum, expected):
 
 
 def test_every_allocation_is_tested():
-    assert set(ALLOCATIONS) == {"uniform", "global"}
+    assert set(ALLOCATORS) == {"uniform", "global"}
 
 
 def test_uniform_removes_the_same_fraction_of_each_group_lowest_scores_first():
