@@ -1,10 +1,11 @@
 # make demo: build the bundled example for rpi4.  make test: the whole test suite.
+# make docs: regenerate docs/cli.md.
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgeprune-installed
 
-.PHONY: demo test test-fast lint install clean system-packages
+.PHONY: demo test test-fast lint install clean system-packages docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +19,11 @@ demo: $(STAMP)
 	$(BIN)/edgeprune build --target rpi4
 
 lint: $(STAMP)
-	$(BIN)/ruff check edgeprune tests bench examples
+	$(BIN)/ruff check edgeprune tests bench examples docs
+
+# docs/cli.md from the commands' --help (tests/test_docs.py fails when it is stale).
+docs: $(STAMP)
+	$(BIN)/python docs/gen_cli_reference.py
 
 # Debian packages the tests drive for real (sshd, QEMU, debootstrap, Chromium, podman).
 system-packages:

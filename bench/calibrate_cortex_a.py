@@ -1,4 +1,4 @@
-"""Calibrate the Cortex-A latency model for rpi4, rpi5 (and coral-usb's host) on DESIGN §6.
+"""Calibrate the Cortex-A latency model for rpi4, rpi5 (and coral-usb's host) on published figures.
 
 Derivation (what the printed [estimator] blocks say in targets/*.toml):
 

@@ -1,19 +1,20 @@
-"""Calibrate the Cortex-M (TFLite-Micro) latency model on published figures (DESIGN §6).
+"""Calibrate the Cortex-M (TFLite-Micro) latency model on published figures.
 
 Anchor: MLPerf Tiny v0.5 keyword spotting, DS-CNN (2.66 M MACs), STM32L4R5 Cortex-M4 @ 120 MHz,
-TFLM + CMSIS-NN: 181.9 ms = 21.83 M cycles. The DS-CNN is rebuilt here (tf_keras, the MLPerf
-Tiny reference architecture), converted to int8 and parsed, so the anchor is matched by the
-same MAC counting the estimator uses.
+TFLM + CMSIS-NN: 181.9 ms = 21.83 M cycles (https://github.com/mlcommons/tiny_results_v0.5).
+The DS-CNN is rebuilt here (tf_keras, the MLPerf Tiny reference architecture), converted to
+int8 and parsed, so the anchor is matched by the same MAC counting the estimator uses.
 
 One anchor cannot separate the op classes, so the *relative* figures are assumptions stated in
 the profiles (depthwise at half the per-MAC rate of conv: no input reuse across output
 channels; cheap classes from their kernels' inner loops) and only the overall level is fitted.
 
 Reference kernels: ESP32-S3 person detection runs 2300 ms with TFLM's reference kernels and
-54 ms with ESP-NN (§6): 42.6×. ESP-NN computes 16 int8 MACs per SIMD instruction (128-bit),
-CMSIS-NN on a Cortex-M4/M7 two (SMLAD, 2×16-bit), so the optimised/reference gap on a
-Cortex-M is taken as 42.6 × 2/16 = 5.3× for conv/depthwise/FC (Lai et al. 2018, the CMSIS-NN
-paper, report 4.6× on a Cortex-M7 — consistent).
+54 ms with ESP-NN, at 240 MHz (README of https://github.com/espressif/esp-tflite-micro): 42.6×.
+ESP-NN computes 16 int8 MACs per SIMD instruction (128-bit), CMSIS-NN on a Cortex-M4/M7 two
+(SMLAD, 2×16-bit), so the optimised/reference gap on a Cortex-M is taken as 42.6 × 2/16 = 5.3×
+for conv/depthwise/FC (Lai et al. 2018, the CMSIS-NN paper, arXiv:1801.06601, report 4.6× on a
+Cortex-M7 — consistent).
 
 Cortex-M7: the M4 figures scaled by Arm's CoreMark/MHz ratio (5.01 / 3.42 = 1.46: dual issue).
 

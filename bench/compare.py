@@ -4,7 +4,7 @@ Every variant is built by edgeprune's own pipeline (same data, same seed, same f
 budget for every pruned variant), then all .tflite files are timed on this machine interleaved
 round-robin, so machine noise hits every variant alike. Writes a Markdown table.
 
-    .venv/bin/python bench/compare.py --out bench/RESULTS.md
+    .venv/bin/python bench/compare.py --out bench/compare.md
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def interleaved_latency(models: dict[str, bytes], sample: np.ndarray, rounds: in
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("bench/RESULTS.md"))
+    parser.add_argument("--out", type=Path, default=Path("bench/compare.md"))
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--runs", type=int, default=200)
     args = parser.parse_args()

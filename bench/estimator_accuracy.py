@@ -159,7 +159,7 @@ LIMITS = """\
   the same model differ by a few per cent.
 - **Scope.** This validates the model's structure on one machine (x86-64, AVX2). The shipped
   Raspberry Pi profiles reuse its class ratios, anchored on one published network
-  (MobileNet v1, DESIGN §6); their error on other networks is not measured here.
+  (MobileNet v1, google/XNNPACK README); their error on other networks is not measured here.
 """
 
 

@@ -1,4 +1,4 @@
-"""`import edgeprune` and `edgeprune --help` must not import TensorFlow (DESIGN §4.6)."""
+"""`import edgeprune` and `edgeprune --help` must not import TensorFlow (see edgeprune/_tf.py)."""
 
 import subprocess
 import sys

@@ -51,7 +51,7 @@ _CORES = {
                              "asimdhp cpuid asimdrdm lrcpc dcpop asimddp ssbs"),
 }
 
-# --- IPC calibration (the numbers and their sources; DESIGN §6) ------------------------------
+# --- IPC calibration (the numbers and their sources) -----------------------------------------
 # Published: MobileNet v1 1.0 224 int8 runs in 24 ms on a Raspberry Pi 4 (4× Cortex-A72 @ 1.5 GHz,
 # 4 threads, XNNPACK; google/XNNPACK README). Counted here: that network (keras.applications
 # MobileNet, weights=None, converted with edgeprune's int8 path) executes 174.77 M guest

@@ -1,4 +1,4 @@
-"""The calibration anchor: MobileNet v1 on a Raspberry Pi 4 (DESIGN §6), and the Pi 5."""
+"""The calibration anchor: MobileNet v1 on a Raspberry Pi 4 (XNNPACK README), and the Pi 5."""
 
 from __future__ import annotations
 
