@@ -22,6 +22,7 @@ import numpy as np
 
 from edgeprune import converter, model_io, stage_cache
 from edgeprune import data as data_mod
+from edgeprune.atomic import replace_folder
 from edgeprune.converter import to_tflite
 from edgeprune.errors import BadInputError, DataError
 from edgeprune.manifest import write_manifest
@@ -346,24 +347,6 @@ def _qat(model: Any, inputs: data_mod.Inputs, recipe: Recipe,
     """The QAT wrapping (with its strip and notes), the QAT-fine-tuned model and its summary."""
     wrapped = qat.prepare(model, recipe)
     return wrapped, finetune.run(wrapped, inputs, recipe, log_dir)
-
-
-def replace_folder(work: Path, final: Path) -> None:
-    """Rename the finished folder into place; the previous build is removed only afterwards."""
-    if final.exists() and not final.is_dir():
-        raise BadInputError(str(final), "exists and is not a folder", "Move it away")
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{time.time_ns()}")
-        final.rename(old)
-    try:
-        work.rename(final)
-    except OSError:
-        if old is not None:
-            old.rename(final)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _report(

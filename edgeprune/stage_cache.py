@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from edgeprune import __version__
+from edgeprune.atomic import staged_folder
 from edgeprune.training import seed_everything
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,10 @@ def input_key(paths: dict[str, Path | None], recipe: Any) -> str:
 def next_key(previous: str, stage: str, recipe: Any, target: Any) -> str:
     return chain(previous, stage, recipe=recipe_fields(stage, recipe),
                  target=target_fields(stage, target, recipe))
+
+
+class _NotStored(Exception):
+    """A saver declined (its output cannot be cached): drop the staged entry."""
 
 
 @dataclass
@@ -187,15 +191,14 @@ class StageCache:
         return Pruned(model=self.load_model(folder), **load_json(folder))
 
     def _store(self, entry: Path, save: Callable[[Path], bool]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.partial-", dir=self.root))
-        try:
-            if save(tmp) and not entry.exists():
-                tmp.rename(entry)
+        try:  # a concurrent build that stored the same entry first wins: the same content
+            with staged_folder(entry, replace=False) as tmp:
+                if not save(tmp):
+                    raise _NotStored
+        except _NotStored:
+            pass
         except Exception as exc:  # an output we cannot store only costs a later resume
             log.warning("%s: not cached (%s: %s)", entry.name, type(exc).__name__, exc)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _size(folder: Path) -> int:

@@ -13,12 +13,14 @@ import html
 import json
 import logging
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgeprune.atomic import staged_folder
 from edgeprune.errors import BadInputError, RecipeError
+from edgeprune.recipe import resolve_recipe
+from edgeprune.targets import load_target
 
 if TYPE_CHECKING:  # the pipeline imports TensorFlow
     from edgeprune.pipeline import BuildRequest
@@ -57,9 +59,6 @@ def parse_ratios(text: str) -> tuple[float, ...]:
 
 def check_recipe(request: BuildRequest, spec: str) -> None:
     """Refuse a sweep whose resolved pruning method takes no sparsity, before any build."""
-    from edgeprune.recipe import resolve_recipe
-    from edgeprune.targets import load_target
-
     if "sparsity" in {k for k, v in request.overrides.items() if v is not None}:
         raise BadInputError("--sparsity", "cannot be combined with --sweep (the sweep sets it)",
                             "Drop --sparsity, or drop --sweep for a single build")
@@ -89,32 +88,28 @@ def variant_row(sparsity: float, rep: dict[str, Any], exit_code: int) -> dict[st
 
 def run(request: BuildRequest, spec: str, ratios: tuple[float, ...]) -> SweepOutcome:
     """Build ``spec`` once per ratio into ``OUT/<target>-sweep`` and compare the variants."""
-    from edgeprune.pipeline import build, replace_folder
+    from edgeprune.pipeline import build
 
     check_recipe(request, spec)
     created_out = not request.out.exists()
-    request.out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".sweep.partial-", dir=request.out))
-    work.chmod(0o755)
+    final = request.out / f"{load_target(spec).name}-sweep"
     try:
-        rows, baseline, target = [], None, None
-        for ratio in ratios:
-            log.info("sweep: sparsity %g", ratio)
-            variant = dataclasses.replace(request, out=work / ".variant",
-                                          overrides={**request.overrides, "sparsity": ratio})
-            outcome = build(variant, spec)
-            outcome.folder.rename(work / f"sparsity-{ratio:g}")
-            rows.append(variant_row(ratio, outcome.report, outcome.exit_code))
-            baseline, target = outcome.report["baseline"], outcome.report["target"]
-        shutil.rmtree(work / ".variant", ignore_errors=True)
-        summary = {"schema": SCHEMA, "target": target, "baseline": baseline,
-                   "recipe": {k: v for k, v in request.overrides.items() if v is not None},
-                   "variants": rows, "best": best(rows)}
-        write(work, summary)
-        final = request.out / f"{target['name']}-sweep"
-        replace_folder(work, final)
+        with staged_folder(final) as work:
+            rows, baseline, target = [], None, None
+            for ratio in ratios:
+                log.info("sweep: sparsity %g", ratio)
+                variant = dataclasses.replace(request, out=work / ".variant",
+                                              overrides={**request.overrides, "sparsity": ratio})
+                outcome = build(variant, spec)
+                outcome.folder.rename(work / f"sparsity-{ratio:g}")
+                rows.append(variant_row(ratio, outcome.report, outcome.exit_code))
+                baseline, target = outcome.report["baseline"], outcome.report["target"]
+            shutil.rmtree(work / ".variant", ignore_errors=True)
+            summary = {"schema": SCHEMA, "target": target, "baseline": baseline,
+                       "recipe": {k: v for k, v in request.overrides.items() if v is not None},
+                       "variants": rows, "best": best(rows)}
+            write(work, summary)
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
         if created_out:
             shutil.rmtree(request.out, ignore_errors=True)
         raise

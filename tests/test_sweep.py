@@ -48,7 +48,7 @@ def test_every_variant_is_a_complete_build_and_the_comparison_lists_them(swept):
     assert summary["best"] in (0.25, 0.75) and all(v["passed"] for v in summary["variants"])
     md = (folder / "sweep.md").read_text()
     assert "(estimate)" in md and "(best)" in md and (folder / "sweep.png").stat().st_size > 1000
-    assert "fine-sweep" in result.output and not list(folder.parent.glob(".sweep.partial-*"))
+    assert "fine-sweep" in result.output and not list(folder.parent.glob(".*.partial-*"))
 
 
 def test_a_sweep_where_no_variant_fits_exits_1_and_says_so(swept):

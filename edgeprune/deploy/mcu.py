@@ -16,9 +16,9 @@ import re
 import shlex
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
+from edgeprune.atomic import staged_folder
 from edgeprune.deploy.result import FlashResult
 from edgeprune.device import ProbeDevice
 from edgeprune.errors import BadInputError, ToolError
@@ -146,8 +146,7 @@ def write_bundle(target: TargetProfile, artifacts: Path) -> Path:
                               artifacts / "op_resolver.h")
     arena, arena_source = _arena_bytes(artifacts, target)
     final = artifacts / BUNDLE
-    tmp = Path(tempfile.mkdtemp(prefix=f".{BUNDLE}-", dir=artifacts))
-    try:
+    with staged_folder(final) as tmp:
         for name in SOURCES:
             shutil.copyfile(artifacts / name, tmp / name)
         (tmp / "main.cc").write_text(MAIN_CC.format(
@@ -155,16 +154,6 @@ def write_bundle(target: TargetProfile, artifacts: Path) -> Path:
             resolver=resolver))
         (tmp / "CMakeLists.txt").write_text(CMAKE.format(
             target=target.name, cpu=target.hardware.cpu, app=APP, arena=arena))
-        old = None
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{BUNDLE}-old-", dir=artifacts))
-            final.rename(old / BUNDLE)
-        tmp.rename(final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

@@ -29,13 +29,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from edgeprune.atomic import staged_folder
 from edgeprune.errors import ToolError
 
 log = logging.getLogger(__name__)
@@ -280,18 +280,11 @@ def provision(cache: Path | None = None) -> ArmRoot:
     with locked(cache / "qemu.lock"):
         if not (final / "edgeprune-root.json").is_file():
             log.info("provisioning an arm64 Debian root with LiteRT in %s (once; minutes)", final)
-            tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=cache))
-            try:
+            with staged_folder(final) as tmp:  # replaces an older incomplete attempt
                 version = _build_root(tmp)
                 (tmp / "edgeprune-root.json").write_text(json.dumps(
                     {"suite": SUITE, "python": version, "mirror": debian_mirror(),
                      "packages": _litert_requirement(), "version": ROOT_VERSION}))
-                if final.exists():  # an older incomplete attempt under the lock's protection
-                    shutil.rmtree(final)
-                tmp.rename(final)
-            finally:
-                if tmp.exists():
-                    shutil.rmtree(tmp, ignore_errors=True)
         problem = ""
         if not plugin.is_file():
             tmp_plugin = cache / f".{plugin.name}.tmp"
