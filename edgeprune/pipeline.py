@@ -8,10 +8,8 @@ failed or interrupted build leaves nothing behind and never half-replaces a prev
 from __future__ import annotations
 
 import contextlib
-import gzip
 import logging
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,16 +18,27 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune import converter, model_io, stage_cache
+from edgeprune import converter, stage_cache
 from edgeprune import data as data_mod
-from edgeprune.atomic import replace_folder
-from edgeprune.converter import to_tflite
-from edgeprune.errors import BadInputError, DataError
-from edgeprune.manifest import write_manifest
+from edgeprune.atomic import staged_folder
+from edgeprune.errors import BadInputError
+from edgeprune.manifest import tool_versions, write_manifest
 from edgeprune.measurement import Measurement
 from edgeprune.recipe import Recipe, resolve_recipe
 from edgeprune.resources import example_inputs
-from edgeprune.stages import artifacts, check, fidelity, finetune, measure, prune, qat, report
+from edgeprune.stages import (
+    artifacts,
+    baseline,
+    check,
+    convert,
+    fidelity,
+    finetune,
+    load,
+    measure,
+    prune,
+    qat,
+    report,
+)
 from edgeprune.stages.prune import Pruned
 from edgeprune.targets import TargetProfile, load_target
 from edgeprune.training import seed_everything
@@ -88,41 +97,6 @@ def _with_example_defaults(req: BuildRequest) -> BuildRequest:
     )
 
 
-def load_inputs(req: BuildRequest, model: Any, recipe: Recipe) -> data_mod.Inputs:
-    """Labelled data, held-out data and calibration samples, checked against the model."""
-    shape = tuple(model.input_shape)
-    n_classes = model_io.num_classes(model)
-    train = data_mod.load_labelled(req.data, "--data") if req.data else None
-    val = data_mod.load_labelled(req.val, "--val") if req.val else None
-    for option, labelled in (("--data", train), ("--val", val)):
-        if labelled is not None:
-            x = data_mod.check_against_model(labelled.x, shape, f"{option} {labelled.source}")
-            labelled = data_mod.Labelled(x, labelled.y, labelled.source)
-            data_mod.check_labels(labelled, n_classes, option)
-            train, val = (labelled, val) if option == "--data" else (train, labelled)
-    holdout = False
-    if val is None and train is not None:
-        train, val = data_mod.holdout_split(train, recipe.seed)
-        holdout = True
-    calib = None
-    if req.calib is not None:
-        calib = data_mod.check_against_model(
-            data_mod.load_calib(req.calib), shape, f"--calib {req.calib}"
-        )
-    elif train is not None:
-        calib = train.x
-    if calib is not None:
-        calib = data_mod.calibration_sample(calib, recipe.calib_samples, recipe.seed)
-    if recipe.quantize in converter.CALIBRATED_MODES and calib is None:
-        raise DataError(
-            f"--quantize {recipe.quantize}",
-            "needs calibration samples and neither --calib nor --data was given",
-            "Pass --calib SAMPLES (.npz/.npy/image folder) or --data TRAIN.npz",
-        )
-    qat.check_inputs(recipe, train)
-    return data_mod.Inputs(train=train, val=val, calib=calib, val_is_holdout=holdout)
-
-
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise BadInputError(
@@ -130,33 +104,110 @@ def _check_out(out: Path) -> None:
         )
 
 
-def weight_sparsity(model: Any) -> float:
-    """Fraction of exact zeros in the kernels of conv/dense layers."""
-    zeros = total = 0
-    for layer in model.layers:
-        for w in layer.weights:
-            if "kernel" in w.name:
-                values = w.numpy()
-                zeros += int(np.count_nonzero(values == 0))
-                total += values.size
-    return zeros / total if total else 0.0
+def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
+    """Run the whole pipeline for one target; returns the outcome with its exit code (0/1)."""
+    timer = StageTimer()
+    req = _with_example_defaults(req)
+    target = load_target(target_spec)
+    recipe = resolve_recipe(target.build, target.source, req.recipe_file, req.overrides)
+    converter.check_target(recipe.quantize, target)
+    _check_out(req.out)
+    with timer.stage("load"):
+        model, inputs = load.run(req.model, recipe, data=req.data, val=req.val, calib=req.calib,
+                                 trust_model=req.trust_model)
+        first_key = stage_cache.input_key(
+            {"model": req.model, "data": req.data, "val": req.val, "calib": req.calib},
+            load.key_parts(recipe, target))
+    seed_everything(recipe.seed)
+    # Cached stages: --resume reuses an output whose key (chained from the previous stage's
+    # and what the stage reads) matches.
+    cache = stage_cache.StageCache.for_build(req.out, recipe, target, first_key, req.resume,
+                                             req.trust_model)
+    created_out = not req.out.exists()
+    try:
+        with staged_folder(req.out / target.name) as work:
+            log_dir = work / "logs" if req.tensorboard else None
+            with timer.stage("baseline"):
+                base = cache.stage(baseline, lambda: baseline.run(model, inputs, target),
+                                   stage_cache.save_json, stage_cache.load_json)
+            with timer.stage("prune"):
+                pruned = cache.stage(prune, lambda: prune.run(model, recipe, target, inputs),
+                                     stage_cache.save_pruned, cache.load_pruned)
+            with timer.stage("finetune"):  # with --tensorboard its logs are wanted: train
+                final_model, trained = cache.stage(
+                    finetune, lambda: _finetune(pruned, inputs, recipe, log_dir),
+                    stage_cache.save_trained, cache.load_trained, reusable=log_dir is None)
+            qat_model = qat_trained = None
+            if recipe.quantize == "qat":
+                with timer.stage("qat"):
+                    wrapped, (qat_model, qat_trained) = cache.stage(
+                        qat, lambda: _qat(final_model, inputs, recipe, log_dir),
+                        stage_cache.never, stage_cache.never)
+                    final_model = wrapped.strip(qat_model)
+                    pruned.notes.extend(wrapped.notes)
+            with timer.stage("convert"):
+                tflite = cache.stage(convert, lambda: convert.run(
+                    final_model if qat_model is None else qat_model, recipe, inputs.calib,
+                    target), stage_cache.save_tflite, stage_cache.load_tflite)
+                (work / "model.tflite").write_bytes(tflite)
+            with timer.stage("artifacts"):
+                device = artifacts.run(work / "model.tflite", work, target, inputs)
+            with timer.stage("evaluate"):
+                samples = _samples(inputs, tuple(model.input_shape))
+                measurements, estimate = _measure(tflite, inputs, target, samples)
+                on_target_ms, on_target = measure.on_target(
+                    work / "model.tflite", target, req.on_target, samples)
+                # First: device/emulator figures; a device artifact (e.g. model_vela.tflite)
+                # outranks model.tflite's size.
+                measurements[:0] = [*on_target_ms, *device.measurements]
+                result = _result(final_model, tflite, measurements)
+            with timer.stage("fidelity"):
+                quant = converter.sparsity_report(result["sparsity"], tflite, recipe.quantize)
+                result["sparsity_tflite"] = quant["sparsity_tflite"]
+                fid = None if inputs.val is None else fidelity.evaluate(
+                    tflite, final_model, inputs.val.x, mode=recipe.quantize,
+                    calib=inputs.calib, target=target)
+            with timer.stage("check"):
+                checks = check.run(measurements, target, base["accuracy"])
+            with timer.stage("report"):
+                rep = report.BuildReport(
+                    target=target.to_dict(), recipe=recipe.to_dict(), baseline=base,
+                    result=result, measurements=measurements, checks=checks,
+                    layers=_layer_rows(model, final_model), timings_s=timer.timings,
+                    versions=tool_versions(), notes=[*pruned.notes, *_data_notes(inputs)],
+                    quantization=quant, fidelity=fid, artifacts=device.report,
+                    estimate=estimate, finetune=trained, qat_finetune=qat_trained,
+                    pruning_groups=pruned.groups, reused_stages=list(cache.reused),
+                    search=pruned.search, sensitivity=pruned.sensitivity, **on_target)
+                if cache.reused:
+                    rep.notes.append(f"--resume: reused the cached output of "
+                                     f"{', '.join(cache.reused)} ({cache.root})")
+                report.write(work, rep.to_dict())
+                write_manifest(work, target, recipe, req)
+    except BaseException as exc:
+        # Keep finished stages' cache for --resume after a crash or Ctrl-C; bad input leaves
+        # nothing behind.
+        if created_out and (isinstance(exc, BadInputError) or not cache.root.exists()):
+            shutil.rmtree(req.out, ignore_errors=True)
+        raise
+    return BuildOutcome(target, req.out / target.name, rep.to_dict(),
+                        check.exit_code(checks, req.strict))
 
 
-def gzip_size(blob: bytes) -> int:
-    """What a compressed download costs: unstructured zeros show up here, not in the file."""
-    return len(gzip.compress(blob, compresslevel=9, mtime=0))
+def _result(final_model: Any, tflite: bytes, measurements: list[Measurement]) -> dict[str, Any]:
+    """report.json's ``result``: accuracy is the emitted .tflite's, run with LiteRT."""
+    return {
+        "accuracy": next((m.value for m in measurements if m.quantity == "accuracy"), None),
+        "params": int(final_model.count_params()), "macs": measure.tflite_macs(tflite),
+        "sparsity": measure.weight_sparsity(final_model), "tflite_bytes": len(tflite),
+        "gzip_bytes": measure.gzip_size(tflite),
+    }
 
 
-def _tflite_macs(tflite: bytes) -> int:
-    from edgeprune.tflite.graph import parse_tflite
-
-    return parse_tflite(tflite, name="model.tflite").total_macs
-
-
-def _accuracy(tflite: bytes, inputs: data_mod.Inputs) -> float | None:
+def _data_notes(inputs: data_mod.Inputs) -> list[str]:
     if inputs.val is None:
-        return None
-    return measure.accuracy(tflite, inputs.val.x, inputs.val.y, inputs.val.source).value
+        return []
+    return [f"accuracy measured on {inputs.val.source} ({len(inputs.val)} samples)"]
 
 
 def _layer_rows(before: Any, after: Any) -> list[dict[str, Any]]:
@@ -216,125 +267,6 @@ def _samples(inputs: data_mod.Inputs, input_shape: tuple[int | None, ...]) -> np
     return np.random.default_rng(0).random((4, *shape), dtype=np.float32)
 
 
-def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
-    """Run the whole pipeline for one target; returns the outcome with its exit code (0/1)."""
-    timer = StageTimer()
-    req = _with_example_defaults(req)
-    target = load_target(target_spec)
-    recipe = resolve_recipe(target.build, target.source, req.recipe_file, req.overrides)
-    converter.check_target(recipe.quantize, target)
-    _check_out(req.out)
-    with timer.stage("load"):
-        model = model_io.load_model(req.model, trust_model=req.trust_model)
-        inputs = load_inputs(req, model, recipe)
-        prune.check(model, recipe, inputs)
-        key = stage_cache.input_key(
-            {"model": req.model, "data": req.data, "val": req.val, "calib": req.calib}, recipe)
-    seed_everything(recipe.seed)
-    cache = stage_cache.StageCache.for_target(req.out, target.name, req.resume, recipe.seed,
-                                              req.trust_model)
-
-    created_out = not req.out.exists()
-    req.out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=req.out))
-    work.chmod(0o755)  # mkdtemp's 0700 would make the finished folder private
-    try:
-        # Cached stages: each output is stored under a key chained from the previous stage's
-        # (stage_cache); --resume loads it instead of recomputing when the key matches.
-        with timer.stage("baseline"):
-            key = stage_cache.next_key(key, "baseline", recipe, target)
-            baseline = cache.run("baseline", key, lambda: _baseline(model, inputs, target),
-                                 stage_cache.save_json, stage_cache.load_json)
-            base_acc = baseline["accuracy"]
-        with timer.stage("prune"):
-            key = stage_cache.next_key(key, "prune", recipe, target)
-            pruned = cache.run("prune", key, lambda: prune.run(model, recipe, target, inputs),
-                               stage_cache.save_pruned, cache.load_pruned)
-        with timer.stage("finetune"):
-            log_dir = work / "logs" if req.tensorboard else None
-            key = stage_cache.next_key(key, "finetune", recipe, target)
-            final_model, trained = cache.run(  # with --tensorboard its logs are wanted: train
-                "finetune", key, lambda: _finetune(pruned, inputs, recipe, log_dir),
-                stage_cache.save_trained, cache.load_trained, reusable=log_dir is None)
-        qat_model = qat_trained = None
-        if recipe.quantize == "qat":
-            with timer.stage("qat"):
-                key = stage_cache.next_key(key, "qat", recipe, target)
-                wrapped, (qat_model, qat_trained) = cache.run(
-                    "qat", key, lambda: _qat(final_model, inputs, recipe, log_dir),
-                    stage_cache.never, stage_cache.never)
-                final_model = wrapped.strip(qat_model)
-                pruned.notes.extend(wrapped.notes)
-        with timer.stage("convert"):
-            key = stage_cache.next_key(key, "convert", recipe, target)
-            tflite = cache.run(
-                "convert", key, lambda: to_tflite(
-                    final_model if qat_model is None else qat_model, recipe.quantize,
-                    inputs.calib, target),
-                stage_cache.save_tflite, stage_cache.load_tflite)
-            (work / "model.tflite").write_bytes(tflite)
-        with timer.stage("artifacts"):
-            device = artifacts.run(work / "model.tflite", work, target, inputs)
-        with timer.stage("evaluate"):
-            samples = _samples(inputs, tuple(model.input_shape))
-            measurements, estimate = _measure(tflite, inputs, target, samples)
-            on_target_ms, on_target = measure.on_target(
-                work / "model.tflite", target, req.on_target, samples)
-            # First: device/emulator figures, and a device artifact (e.g. model_vela.tflite)
-            # outranks model.tflite's size.
-            measurements[:0] = [*on_target_ms, *device.measurements]
-            accuracy = next((m.value for m in measurements if m.quantity == "accuracy"), None)
-            result = {
-                "accuracy": accuracy, "params": int(final_model.count_params()),
-                "macs": _tflite_macs(tflite), "sparsity": weight_sparsity(final_model),
-                "tflite_bytes": len(tflite),
-                "gzip_bytes": gzip_size(tflite),
-            }
-        with timer.stage("fidelity"):
-            quant = converter.sparsity_report(result["sparsity"], tflite, recipe.quantize)
-            result["sparsity_tflite"] = quant["sparsity_tflite"]
-            fid = None if inputs.val is None else fidelity.evaluate(
-                tflite, final_model, inputs.val.x, mode=recipe.quantize, calib=inputs.calib,
-                target=target)
-        with timer.stage("check"):
-            checks = check.run(measurements, target, base_acc)
-        with timer.stage("report"):
-            rep = _report(target, recipe, baseline, result, measurements, checks,
-                          _layer_rows(model, final_model), timer.timings, pruned.notes, inputs)
-            rep.update(quantization=quant, fidelity=fid, artifacts=device.report,
-                       estimate=estimate, finetune=trained, **on_target)
-            if qat_trained is not None:
-                rep["qat_finetune"] = qat_trained
-            rep["pruning_groups"] = pruned.groups
-            rep["reused_stages"] = list(cache.reused)
-            if cache.reused:
-                rep["notes"].append(f"--resume: reused the cached output of "
-                                    f"{', '.join(cache.reused)} ({cache.root})")
-            rep.update(pruned.report)  # e.g. "search": --prune auto's trajectory
-            report.write(work, rep)
-            write_manifest(work, target, recipe, req)
-        final = req.out / target.name
-        replace_folder(work, final)
-    except BaseException as exc:
-        shutil.rmtree(work, ignore_errors=True)
-        # Keep finished stages' cache for --resume after a crash or Ctrl-C; bad input leaves
-        # nothing behind.
-        if created_out and (isinstance(exc, BadInputError) or not cache.root.exists()):
-            shutil.rmtree(req.out, ignore_errors=True)
-        raise
-    return BuildOutcome(target, final, rep, check.exit_code(checks, req.strict))
-
-
-def _baseline(model: Any, inputs: data_mod.Inputs, target: TargetProfile) -> dict[str, Any]:
-    """The input model's figures, from its float32 .tflite."""
-    base_tflite = to_tflite(model, "none", None, target)
-    return {
-        "accuracy": _accuracy(base_tflite, inputs), "params": int(model.count_params()),
-        "macs": _tflite_macs(base_tflite), "sparsity": weight_sparsity(model),
-        "tflite_bytes": len(base_tflite), "gzip_bytes": gzip_size(base_tflite),
-    }
-
-
 def _finetune(pruned: Pruned, inputs: data_mod.Inputs, recipe: Recipe,
               log_dir: Path | None) -> tuple[Any, dict[str, Any]]:
     """The fine-tuned model, TF-MOT's wrappers stripped, and the fine-tune's summary."""
@@ -348,29 +280,3 @@ def _qat(model: Any, inputs: data_mod.Inputs, recipe: Recipe,
     wrapped = qat.prepare(model, recipe)
     return wrapped, finetune.run(wrapped, inputs, recipe, log_dir)
 
-
-def _report(
-    target: TargetProfile, recipe: Recipe, baseline: dict[str, Any], result: dict[str, Any],
-    measurements: list[Measurement], checks: list[check.CheckResult],
-    layers: list[dict[str, Any]], timings: dict[str, float], notes: list[str],
-    inputs: data_mod.Inputs,
-) -> dict[str, Any]:
-    from edgeprune.manifest import tool_versions
-
-    data_notes = []
-    if inputs.val is not None:
-        data_notes.append(f"accuracy measured on {inputs.val.source} ({len(inputs.val)} samples)")
-    return {
-        "schema": report.SCHEMA,
-        "target": target.to_dict(),
-        "recipe": recipe.to_dict(),
-        "baseline": baseline,
-        "result": result,
-        "measurements": [m.to_dict() for m in measurements],
-        "checks": [c.to_dict() for c in checks],
-        "passed": check.passed(checks),
-        "layers": layers,
-        "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        "versions": tool_versions(),
-        "notes": [*notes, *data_notes],
-    }

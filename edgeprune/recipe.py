@@ -86,6 +86,10 @@ class Recipe:
                     "Add --prune structured (or hybrid), or drop the option",
                 )
 
+    def pick(self, names: tuple[str, ...] | list[str]) -> dict[str, Any]:
+        """The values of ``names``: what a stage declares it reads, for its cache key."""
+        return {name: getattr(self, name) for name in names}
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["keep"] = list(self.keep)

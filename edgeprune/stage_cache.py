@@ -6,8 +6,9 @@ results). An entry is written into a temporary folder and renamed into place, so
 exists is complete; a crash or Ctrl-C leaves only whole entries behind.
 
 Keys chain: ``key(stage) = sha256(key(previous stage), stage, the recipe/target fields the stage
-reads, edgeprune version)``; the first key hashes the input files. Changing one input therefore
-invalidates exactly the stages from the first one that reads it. Every build writes the cache;
+declares it reads (its ``key_parts``), edgeprune version)``; the first key hashes the input
+files. Changing one input therefore invalidates exactly the stages from the first one that
+reads it. Every build writes the cache;
 only ``--resume`` reads it. Each target's folder is kept under ``MAX_BYTES``: after a store, the
 least recently used entries (a hit refreshes an entry's time) that the running build has not
 used are evicted; partial folders a killed process left behind go after ``STALE_PARTIAL_S``.
@@ -26,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from edgeprune import __version__
 from edgeprune.atomic import staged_folder
@@ -39,44 +40,13 @@ MAX_BYTES = 2 * 1024**3  # per target: dozens of builds of a mobile-sized model
 STALE_PARTIAL_S = 24 * 3600  # a concurrent build's partial entry is younger
 T = TypeVar("T")
 
-# What each cached stage reads from the recipe, beyond what the previous stage's key covers.
-# Keep in step with the stages: a field missing here would let a stale output be reused.
-RECIPE_FIELDS: dict[str, tuple[str, ...]] = {
-    "load": ("seed", "calib_samples"),  # the seeded hold-out split and calibration sample
-    "baseline": (),
-    "prune": ("prune", "sparsity", "criterion", "allocation", "l1", "l1_on", "l1_epochs",
-              "after_prune", "weight_sparsity", "keep", "batch_size", "learning_rate", "seed",
-              "search_minutes"),
-    "finetune": ("epochs", "batch_size", "learning_rate", "seed"),
-    "qat": ("quantize", "epochs", "batch_size", "learning_rate", "seed"),
-    "convert": ("quantize",),
-}
 
+class Stage(Protocol):
+    """A cached stage module: its name and what it reads, for its key."""
 
-def recipe_fields(stage: str, recipe: Any) -> dict[str, Any]:
-    """The recipe values ``stage`` reads (some pruners also read ``epochs`` or ``quantize``)."""
-    names = list(RECIPE_FIELDS[stage])
-    if stage == "prune":
-        # TF-MOT's schedule spans 2/3 of the epochs; the L1 phase defaults to --epochs; the
-        # retrain note names them; the budget search converts with the recipe's quantization.
-        if (recipe.prune in ("magnitude", "m-by-n", "hybrid") or recipe.after_prune == "retrain"
-                or (recipe.l1 > 0 and not recipe.l1_epochs)):
-            names.append("epochs")
-        if recipe.prune == "auto":
-            names.append("quantize")
-    return {name: getattr(recipe, name) for name in names}
+    __name__: str
 
-
-def target_fields(stage: str, target: Any, recipe: Any) -> dict[str, Any]:
-    """The target values ``stage`` reads: conversion reads the hardware kind (integer I/O),
-    channel pruning the channel multiple, the budget search the whole profile."""
-    if stage in ("baseline", "convert"):
-        return {"kind": target.hardware.kind}
-    if stage == "prune" and recipe.prune == "auto":
-        return {"profile": target.to_dict()}
-    if stage == "prune":
-        return {"channel_multiple": target.hardware.channel_multiple}
-    return {}
+    def key_parts(self, recipe: Any, target: Any) -> dict[str, Any]: ...
 
 
 def chain(previous: str, stage: str, **parts: Any) -> str:
@@ -86,17 +56,12 @@ def chain(previous: str, stage: str, **parts: Any) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
-def input_key(paths: dict[str, Path | None], recipe: Any) -> str:
-    """The first key: the input files' hashes and what loading reads from the recipe."""
+def input_key(paths: dict[str, Path | None], parts: dict[str, Any]) -> str:
+    """The first key: the input files' hashes and what loading reads (``parts``)."""
     from edgeprune.manifest import sha256_path
 
     hashes = {name: None if path is None else sha256_path(path) for name, path in paths.items()}
-    return chain("", "load", inputs=hashes, recipe=recipe_fields("load", recipe))
-
-
-def next_key(previous: str, stage: str, recipe: Any, target: Any) -> str:
-    return chain(previous, stage, recipe=recipe_fields(stage, recipe),
-                 target=target_fields(stage, target, recipe))
+    return chain("", "load", inputs=hashes, **parts)
 
 
 class _NotStored(Exception):
@@ -114,11 +79,23 @@ class StageCache:
     max_bytes: int = MAX_BYTES
     reused: list[str] = field(default_factory=list)
     used: set[Path] = field(default_factory=set)  # this build's entries: never evicted
+    key: str = ""  # the last stage's key, which the next one chains from
+    recipe: Any = None
+    target: Any = None
 
     @classmethod
-    def for_target(cls, out: Path, target: str, resume: bool, seed: int,
-                   trust_model: bool = False) -> StageCache:
-        return cls(out / CACHE_DIR / target, resume, seed, trust_model)
+    def for_build(cls, out: Path, recipe: Any, target: Any, first_key: str, resume: bool,
+                  trust_model: bool = False) -> StageCache:
+        return cls(out / CACHE_DIR / target.name, resume, recipe.seed, trust_model,
+                   key=first_key, recipe=recipe, target=target)
+
+    def stage(self, stage: Stage, compute: Callable[[], T], save: Callable[[T, Path], bool],
+              load: Callable[[Path], T], reusable: bool = True) -> T:
+        """Run a stage module's computation through the cache: its key chains from the
+        previous stage's and hashes what the stage declares it reads (``key_parts``)."""
+        name = stage.__name__.rsplit(".", 1)[-1]
+        self.key = chain(self.key, name, **stage.key_parts(self.recipe, self.target))
+        return self.run(name, self.key, compute, save, load, reusable)
 
     def run(self, stage: str, key: str, compute: Callable[[], T],
             save: Callable[[T, Path], bool], load: Callable[[Path], T],

@@ -12,6 +12,8 @@ from interrupt import interrupt_in_finetune
 from edgeprune import stage_cache
 from edgeprune.cli import main
 from edgeprune.recipe import Recipe
+from edgeprune.stages import finetune, prune
+from edgeprune.targets import load_target
 
 
 def _args(files, out, *extra, data=None):
@@ -84,12 +86,12 @@ def test_a_changed_recipe_value_invalidates_exactly_the_later_stages(tiny_files,
 
 
 def test_keys_chain_and_name_what_each_stage_reads():
+    host = load_target("host")
     recipe, other = Recipe(prune="structured", epochs=2), Recipe(prune="structured", epochs=3)
-    assert stage_cache.recipe_fields("prune", recipe) == stage_cache.recipe_fields("prune", other)
-    assert stage_cache.recipe_fields("finetune", recipe) != \
-        stage_cache.recipe_fields("finetune", other)
+    assert prune.key_parts(recipe, host) == prune.key_parts(other, host)
+    assert finetune.key_parts(recipe, host) != finetune.key_parts(other, host)
     # TF-MOT's schedule spans the epochs: magnitude pruning reads them
-    assert "epochs" in stage_cache.recipe_fields("prune", Recipe(prune="magnitude"))
+    assert "epochs" in prune.key_parts(Recipe(prune="magnitude"), host)["recipe"]
     a = stage_cache.chain("k0", "prune", recipe={"sparsity": 0.5})
     assert a == stage_cache.chain("k0", "prune", recipe={"sparsity": 0.5})
     assert a != stage_cache.chain("k1", "prune", recipe={"sparsity": 0.5})  # chained
@@ -105,7 +107,7 @@ def test_cache_is_written_always_but_read_only_with_resume(tmp_path, monkeypatch
         return {"n": len(calls)}
 
     def run(resume):
-        cache = stage_cache.StageCache.for_target(tmp_path, "host", resume, seed=0)
+        cache = stage_cache.StageCache(tmp_path / stage_cache.CACHE_DIR / "host", resume, seed=0)
         value = cache.run("baseline", "k", compute, stage_cache.save_json, stage_cache.load_json)
         return value, cache.reused
 
@@ -128,7 +130,7 @@ def test_the_cache_evicts_least_recently_used_entries_but_never_the_builds_own(t
         return cache.run(stage, key, lambda: "x" * size, stage_cache.save_json,
                          stage_cache.load_json)
 
-    old = stage_cache.StageCache.for_target(tmp_path, "host", False, seed=0)
+    old = stage_cache.StageCache(root, read=False, seed=0)
     for age, key in ((300, "a"), (200, "b"), (100, "c")):
         store(old, "prune", key, 1000)
         os.utime(root / f"prune-{key}", (time.time() - age,) * 2)

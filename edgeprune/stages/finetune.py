@@ -38,6 +38,11 @@ from edgeprune.training import (
 log = logging.getLogger(__name__)
 
 PATIENCE = 3
+READS = ("epochs", "batch_size", "learning_rate", "seed")  # for the stage's cache key
+
+
+def key_parts(recipe: Recipe, target: Any) -> dict[str, Any]:
+    return {"recipe": recipe.pick(READS)}
 
 
 def shipped_monitor(monitor: Labelled, bn_x: np.ndarray) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,9 +12,31 @@ import numpy as np
 from edgeprune.errors import BadInputError
 from edgeprune.measurement import Measurement
 from edgeprune.targets import TargetProfile
+from edgeprune.tflite.graph import parse_tflite
 
 if TYPE_CHECKING:
     from edgeprune.estimate import TargetEstimate
+
+
+def weight_sparsity(model: Any) -> float:
+    """Fraction of exact zeros in the kernels of conv/dense layers."""
+    zeros = total = 0
+    for layer in model.layers:
+        for w in layer.weights:
+            if "kernel" in w.name:
+                values = w.numpy()
+                zeros += int(np.count_nonzero(values == 0))
+                total += values.size
+    return zeros / total if total else 0.0
+
+
+def gzip_size(blob: bytes) -> int:
+    """What a compressed download costs: unstructured zeros show up here, not in the file."""
+    return len(gzip.compress(blob, compresslevel=9, mtime=0))
+
+
+def tflite_macs(tflite: bytes) -> int:
+    return parse_tflite(tflite, name="model.tflite").total_macs
 
 
 def flash(tflite: bytes, target: TargetProfile, filename: str) -> Measurement:

@@ -11,7 +11,7 @@ surgery → optionally re-initialising the smaller architecture (``--after-prune
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,13 +39,36 @@ class Pruned:
     min_epochs: int = 0
     # Channel groups (structured/hybrid): group, layers, channels, prunable, frozen_by, kept.
     groups: list[dict[str, Any]] = field(default_factory=list)
-    # Extra report.json sections, e.g. {"search": …} from --prune auto.
-    report: dict[str, Any] = field(default_factory=dict)
+    # report.json sections of some pruners: --allocation sensitivity's scan, --prune auto's
+    # trajectory.
+    sensitivity: list[dict[str, Any]] | None = None
+    search: dict[str, Any] | None = None
     # Non-empty: why the fine-tune stage is skipped (the pruner left the model as it was).
     skip_finetune: str = ""
     # Channels were cut: batch-norm statistics are re-estimated after fine-tuning too, since
     # its moving averages lag the weights it changed (pruning/batchnorm.py).
     recalibrate_bn: bool = False
+
+
+# What pruning reads from the recipe (for its cache key; tests/test_stage_reads.py checks it).
+READS = ("prune", "sparsity", "criterion", "allocation", "l1", "l1_on", "l1_epochs",
+         "after_prune", "weight_sparsity", "keep", "batch_size", "learning_rate", "seed",
+         "search_minutes")
+
+
+def key_parts(recipe: Recipe, target: TargetProfile) -> dict[str, Any]:
+    """Some pruners also read ``epochs`` (TF-MOT's schedule spans 2/3 of them; the L1 phase
+    defaults to them; retraining runs them) or ``quantize`` (the budget search converts with
+    it). Channel pruning reads the target's channel multiple, the budget search the profile."""
+    names = list(READS)
+    if (recipe.prune in ("magnitude", "m-by-n", "hybrid") or recipe.after_prune == "retrain"
+            or (recipe.l1 > 0 and not recipe.l1_epochs)):
+        names.append("epochs")
+    if recipe.prune == "auto":
+        names.append("quantize")
+    target_part = ({"profile": target.to_dict()} if recipe.prune == "auto"
+                   else {"channel_multiple": target.hardware.channel_multiple})
+    return {"recipe": recipe.pick(names), "target": target_part}
 
 
 Pruner = Callable[[Any, Recipe, TargetProfile, Inputs], Pruned]
@@ -88,13 +111,17 @@ def prune_none(model: Any, recipe: Recipe, target: TargetProfile, inputs: Inputs
 
 @register_pruner("magnitude")
 def prune_magnitude(model: Any, recipe: Recipe, target: TargetProfile, inputs: Inputs) -> Pruned:
+    return _magnitude(model, recipe.sparsity, recipe, inputs)
+
+
+def _magnitude(model: Any, sparsity: float, recipe: Recipe, inputs: Inputs) -> Pruned:
     from edgeprune.pruning import tfmot
 
     _needs_training(recipe, inputs)
     # Reach the final sparsity after ~2/3 of the epochs, leaving the rest to recover.
     schedule_epochs = max(1, (2 * recipe.epochs) // 3)
     end_step = schedule_epochs * steps_per_epoch(inputs, recipe)
-    wrapped = tfmot.wrap_magnitude(model, recipe.sparsity, end_step, recipe.keep)
+    wrapped = tfmot.wrap_magnitude(model, sparsity, end_step, recipe.keep)
     return Pruned(
         model=wrapped,
         needs_training=True,
@@ -102,7 +129,7 @@ def prune_magnitude(model: Any, recipe: Recipe, target: TargetProfile, inputs: I
         strip=tfmot.strip,
         min_epochs=schedule_epochs,
         notes=[
-            f"TF-MOT magnitude pruning to {recipe.sparsity:.0%} zeros (polynomial schedule over "
+            f"TF-MOT magnitude pruning to {sparsity:.0%} zeros (polynomial schedule over "
             f"{end_step} steps). Unstructured zeros are stored and multiplied by LiteRT and "
             "TFLite-Micro: they shrink the compressed download, not the .tflite or latency."
         ],
@@ -243,9 +270,9 @@ def prune_channels(model: Any, recipe: Recipe, target: TargetProfile, inputs: In
         model, note = _l1_phase(model, recipe, inputs.train)
         notes.append(note)
     sparsity: float | dict[int, float] = recipe.sparsity
-    extra: dict[str, Any] = {}
+    scan = None
     if recipe.allocation == "sensitivity" and inputs.train is not None:
-        sparsity, note, extra["sensitivity"] = _sensitivity_ratios(model, recipe, inputs.train)
+        sparsity, note, scan = _sensitivity_ratios(model, recipe, inputs.train)
         notes.append(note)
     result = _structured(model, recipe, target, inputs, sparsity)
     groups = result.groups
@@ -264,7 +291,7 @@ def prune_channels(model: Any, recipe: Recipe, target: TargetProfile, inputs: In
         layers=result.layers,
         groups=groups,
         recalibrate_bn=True,
-        report=extra,  # the sensitivity scan, plotted in report.html
+        sensitivity=scan,  # plotted in report.html
         notes=[
             f"structured pruning removed {recipe.sparsity:.0%} of prunable channels "
             f"({recipe.criterion} importance, {recipe.allocation} allocation, kept counts "
@@ -280,11 +307,9 @@ def prune_hybrid(model: Any, recipe: Recipe, target: TargetProfile, inputs: Inpu
     """Structural pruning first, then TF-MOT magnitude pruning of the remaining weights."""
     _needs_training(recipe, inputs)
     channels = prune_channels(model, recipe, target, inputs)
-    weights = prune_magnitude(
-        channels.model, replace(recipe, sparsity=recipe.weight_sparsity), target, inputs
-    )
+    weights = _magnitude(channels.model, recipe.weight_sparsity, recipe, inputs)
     weights.notes = [*channels.notes, *weights.notes]
-    weights.groups, weights.report = channels.groups, channels.report
+    weights.groups, weights.sensitivity = channels.groups, channels.sensitivity
     return weights
 
 
@@ -300,7 +325,7 @@ def prune_auto(model: Any, recipe: Recipe, target: TargetProfile, inputs: Inputs
         learning_rate=recipe.learning_rate,
     )
     unpruned = len(result.report["trajectory"]) == 1  # no step taken: the input model as is
-    return Pruned(model=result.model, notes=result.notes, report={"search": result.report},
+    return Pruned(model=result.model, notes=result.notes, search=result.report,
                   skip_finetune="--prune auto took no pruning step" if unpruned else "",
                   recalibrate_bn=True)
 

@@ -17,6 +17,11 @@ from edgeprune.stages.prune import Pruned
 
 # Prune modes that leave zeros in the kernels (rather than removing channels).
 UNSTRUCTURED = ("magnitude", "m-by-n", "hybrid")
+READS = ("quantize", "epochs", "batch_size", "learning_rate", "seed")  # for its cache key
+
+
+def key_parts(recipe: Recipe, target: Any) -> dict[str, Any]:
+    return {"recipe": recipe.pick(READS)}
 
 
 def check_inputs(recipe: Recipe, train: Labelled | None) -> None:

@@ -5,18 +5,72 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgeprune.errors import BadInputError
+from edgeprune.measurement import CheckResult, Measurement
+from edgeprune.stages import check
 
 SCHEMA = "edgeprune.report/1"
 REQUIRED_KEYS = (
     "schema", "target", "recipe", "baseline", "result", "measurements", "checks", "passed",
     "layers", "timings_s", "versions",
 )
+
+
+@dataclass
+class BuildReport:
+    """report.json of a build: every top-level key is a field here, so no stage can add one
+    by accident. ``to_dict`` writes the contract keys first; sections set to None (they did not
+    apply to this build: no QAT, no --device, …) are left out, except where None is the value."""
+
+    target: dict[str, Any]
+    recipe: dict[str, Any]
+    baseline: dict[str, Any]
+    result: dict[str, Any]
+    measurements: list[Measurement]
+    checks: list[CheckResult]
+    layers: list[dict[str, Any]]
+    timings_s: dict[str, float]
+    versions: dict[str, str]
+    notes: list[str] = field(default_factory=list)
+    quantization: dict[str, Any] | None = None
+    fidelity: dict[str, Any] | None = None  # None: no held-out data (kept as null)
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    estimate: dict[str, Any] = field(default_factory=dict)
+    finetune: dict[str, Any] | None = None
+    pruning_groups: list[dict[str, Any]] = field(default_factory=list)
+    reused_stages: list[str] = field(default_factory=list)
+    # Present only when they apply:
+    qat_finetune: dict[str, Any] | None = None
+    search: dict[str, Any] | None = None  # --prune auto's trajectory
+    sensitivity: list[dict[str, Any]] | None = None  # --allocation sensitivity's scan
+    device: str | None = None  # --device
+    emulation: dict[str, Any] | None = None  # --emulate
+
+    OPTIONAL = ("qat_finetune", "search", "sensitivity", "device", "emulation")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "schema": SCHEMA, "target": self.target, "recipe": self.recipe,
+            "baseline": self.baseline, "result": self.result,
+            "measurements": [m.to_dict() for m in self.measurements],
+            "checks": [c.to_dict() for c in self.checks], "passed": check.passed(self.checks),
+            "layers": self.layers,
+            "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
+            "versions": self.versions,
+        }
+        for f in dataclasses.fields(self):
+            if f.name not in out:
+                value = getattr(self, f.name)
+                if value is not None or f.name not in self.OPTIONAL:
+                    out[f.name] = value
+        return out
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

@@ -122,7 +122,7 @@ def _model_with_zeros(fraction: float):
 
 @pytest.mark.parametrize("mode", ["none", "float16", "dynamic", "int8"])
 def test_weight_buffer_zeros_match_the_keras_kernels(mode):
-    from edgeprune.pipeline import weight_sparsity
+    from edgeprune.stages.measure import weight_sparsity
 
     model = _model_with_zeros(0.5)
     calib = np.random.default_rng(1).random((60, 8, 8, 1), dtype=np.float32)
