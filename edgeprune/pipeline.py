@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgeprune import data as data_mod
-from edgeprune import fidelity, model_io, stage_cache
+from edgeprune import export_onnx, fidelity, model_io, stage_cache
 from edgeprune.errors import BadInputError, DataError
 from edgeprune.manifest import write_manifest
 from edgeprune.recipe import Recipe, resolve_recipe
@@ -230,6 +230,8 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
     target = load_target(target_spec)
     recipe = resolve_recipe(target.build, target.source, req.recipe_file, req.overrides)
     quantize.check_target(recipe.quantize, target)
+    if "onnx" in recipe.export:
+        export_onnx.check("--export onnx", recipe.quantize)
     _check_out(req.out)
     with timer.stage("load"):
         model = model_io.load_model(req.model, trust_model=req.trust_model)
@@ -280,6 +282,11 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
                     inputs.calib, target),
                 stage_cache.save_tflite, stage_cache.load_tflite)
             (work / "model.tflite").write_bytes(tflite)
+        onnx_model = None
+        if "onnx" in recipe.export:
+            with timer.stage("export"):  # never cached: the ONNX file follows the .tflite
+                onnx_model = export_onnx.convert(work / "model.tflite")
+                export_onnx.write_atomic(work / export_onnx.FILENAME, onnx_model)
         with timer.stage("artifacts"):
             device = artifacts.run(work / "model.tflite", work, target, inputs)
         with timer.stage("evaluate"):
@@ -303,6 +310,8 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
             fid = None if inputs.val is None else fidelity.evaluate(
                 tflite, final_model, inputs.val.x, mode=recipe.quantize, calib=inputs.calib,
                 target=target)
+            onnx_rep = None if onnx_model is None else export_onnx.agreement(
+                tflite, onnx_model, *export_onnx.samples_for(inputs, samples))
         with timer.stage("check"):
             checks = check.run(measurements, target, base_acc)
         with timer.stage("report"):
@@ -312,6 +321,8 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
                        estimate=estimate, finetune=trained, **on_target)
             if qat_trained is not None:
                 rep["qat_finetune"] = qat_trained
+            if onnx_rep is not None:
+                rep["onnx"] = {**onnx_rep, "written_by": "edgeprune build --export onnx"}
             rep["pruning_groups"] = pruned.groups
             rep["reused_stages"] = list(cache.reused)
             if cache.reused:

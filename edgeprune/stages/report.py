@@ -25,6 +25,8 @@ def _fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
+        if 0 < abs(value) < 10**-digits:  # e.g. an output difference of 4e-7: not "0.000"
+            return f"{value:.{digits}g}"
         return f"{value:,.{digits}f}" if abs(value) < 1e6 else f"{value:,.0f}"
     if isinstance(value, int):
         return f"{value:,}"
@@ -146,6 +148,7 @@ DETAIL_SECTIONS = (
     ("quantization", "Quantization"),
     ("artifacts", "Device artifacts"),
     ("emulation", "Emulation (QEMU)"),
+    ("onnx", "ONNX export: model.onnx against LiteRT"),
 )
 
 
