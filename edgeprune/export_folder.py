@@ -35,6 +35,7 @@ def export(folder: Path, formats: tuple[str, ...], samples: Path | None = None) 
         if fmt not in export_onnx.FORMATS:
             raise BadInputError(f"--format {fmt}", "is not a format edgeprune exports",
                                 f"Use one of: {', '.join(export_onnx.FORMATS)}")
+    export_onnx.require(f"edgeprune export {folder} --format onnx")
     return [export_onnx_into(build, samples) for build in build_folders(folder)]
 
 

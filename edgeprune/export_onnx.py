@@ -60,12 +60,17 @@ def _missing_extra(what: str, missing: list[str]) -> BadInputError:
     )
 
 
-def check(what: str, quantize: str) -> None:
-    """Refuse an ONNX export that cannot work, before any work: the extra is not installed,
-    or the quantize mode has no ONNX form (exit 2)."""
+def require(what: str) -> None:
+    """Exit 2 naming the extra and the pip command when a module of it is not installed."""
     missing = missing_modules()
     if missing:
         raise _missing_extra(what, missing)
+
+
+def check(what: str, quantize: str) -> None:
+    """Refuse an ONNX export that cannot work, before any work: the extra is not installed,
+    or the quantize mode has no ONNX form (exit 2)."""
+    require(what)
     if quantize in UNEXPORTABLE:
         raise BadInputError(
             f"{what} with --quantize {quantize}", UNEXPORTABLE[quantize],
