@@ -42,6 +42,7 @@ MODULES = ("tf2onnx", "onnx", "onnxruntime")
 OPSET = 15
 MAX_SAMPLES = 1000  # as many as the fidelity stage compares against the float model
 BATCH = 64
+AGREEMENT_WARNING = 0.99  # top-1 agreement below which the build log warns (as fidelity's)
 # Modes whose .tflite has no valid ONNX form, and why (refused before any work, exit 2).
 UNEXPORTABLE = {
     "int16x8": "tf2onnx writes its int16 activations as int16 QuantizeLinear and its biases as "
@@ -198,6 +199,9 @@ def agreement(tflite: bytes, onnx_model: bytes, x: np.ndarray, samples_from: str
     """The report's ``onnx`` section: onnxruntime against LiteRT on the same samples (both
     fed the same quantized input), per output and for the model's top-1 class."""
     x = np.asarray(x[:MAX_SAMPLES], dtype=np.float32)
+    if len(host.interpreter(tflite).get_input_details()) != 1:  # as the fidelity stage
+        return {"file": FILENAME, "bytes": len(onnx_model),
+                "skipped": "agreement is measured for single-input models only"}
     lite, details, inp = _litert_raw(tflite, x)
     session = _session(onnx_model)
     fed = host._quantize(x, inp)
@@ -229,6 +233,9 @@ def agreement(tflite: bytes, onnx_model: bytes, x: np.ndarray, samples_from: str
     }
     if len(outputs) > 1:
         section["outputs"] = outputs
+    if top1 is not None and top1 < AGREEMENT_WARNING:
+        log.warning("%s picks another class than model.tflite on %.1f %% of %d samples",
+                    FILENAME, 100 * (1 - top1), len(x))
     log.info("%s: %d B; against LiteRT on %d samples: top-1 agreement %s, max difference "
              "%s (%s steps)", FILENAME, len(onnx_model), len(x), top1,
              f"{section['max_abs_diff']:.3g}", section["max_diff_steps"])
