@@ -126,6 +126,10 @@ def _on_target(device: str | None, known_hosts: Path | None, identity: Path | No
               help="Quantization mode.")
 @click.option("--seed", type=int, help="Random seed for splits, training and calibration.")
 @click.option("--keep", multiple=True, help="Layer never to prune; repeatable.")
+@click.option("--export", multiple=True, type=click.Choice(recipe_options.EXPORT_FORMATS),
+              help="Also write the emitted model in this format; repeatable. onnx: model.onnx "
+              "(int8 as QDQ) converted by tf2onnx from model.tflite, its agreement with LiteRT "
+              "in the report; needs pip install 'edgeprune[onnx]'.")
 @click.option("--out", type=Path, default=Path("build"), show_default=True,
               help="Output folder; one sub-folder per target.")
 @click.option("--trust-model", is_flag=True,
@@ -264,6 +268,24 @@ def report(folder: Path) -> None:
     from edgeprune.stages.report import rerender
 
     for path in rerender(folder):
+        click.echo(str(path))
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("folder", type=Path)
+@click.option("--format", "formats", multiple=True, default=("onnx",), show_default=True,
+              type=click.Choice(recipe_options.EXPORT_FORMATS),
+              help="Format to write; repeatable. onnx: model.onnx from model.tflite (needs "
+              "pip install 'edgeprune[onnx]').")
+@click.option("--samples", type=Path, help="Model inputs (.npz/.npy or image folder) to compare "
+              "ONNX and LiteRT outputs on (default: the build's --val, else --calib, else --data).")
+@handle_errors
+def export(folder: Path, formats: tuple[str, ...], samples: Path | None) -> None:
+    """Add model.onnx to an existing build FOLDER (OUT/<target> or OUT) and record its agreement
+    with LiteRT in the report; manifest.json's hashes are updated, so `verify` still passes."""
+    from edgeprune.export_folder import export as export_folders
+
+    for path in export_folders(folder, formats, samples):
         click.echo(str(path))
 
 

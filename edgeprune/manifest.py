@@ -98,4 +98,6 @@ def refresh_hashes(folder: Path, files: list[Path]) -> None:
     manifest = json.loads(path.read_text(encoding="utf-8"))
     for file in files:
         manifest["artifacts"][file.relative_to(folder).as_posix()] = sha256_file(file)
-    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    partial = path.with_name(f".{path.name}.partial")  # renamed: never half-written
+    partial.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    partial.replace(path)

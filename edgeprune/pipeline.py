@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune import converter, stage_cache
+from edgeprune import converter, export_onnx, stage_cache
 from edgeprune import data as data_mod
 from edgeprune.atomic import staged_folder
 from edgeprune.errors import BadInputError
@@ -111,6 +111,8 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
     target = load_target(target_spec)
     recipe = resolve_recipe(target.build, target.source, req.recipe_file, req.overrides)
     converter.check_target(recipe.quantize, target)
+    if "onnx" in recipe.export:
+        export_onnx.check("--export onnx", recipe.quantize)
     _check_out(req.out)
     with timer.stage("load"):
         model, inputs = load.run(req.model, recipe, data=req.data, val=req.val, calib=req.calib,
@@ -150,6 +152,11 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
                     final_model if qat_model is None else qat_model, recipe, inputs.calib,
                     target), stage_cache.save_tflite, stage_cache.load_tflite)
                 (work / "model.tflite").write_bytes(tflite)
+            onnx_model = None
+            if "onnx" in recipe.export:
+                with timer.stage("export"):  # never cached: the ONNX file follows the .tflite
+                    onnx_model = export_onnx.convert(work / "model.tflite")
+                    export_onnx.write_atomic(work / export_onnx.FILENAME, onnx_model)
             with timer.stage("artifacts"):
                 device = artifacts.run(work / "model.tflite", work, target, inputs)
             with timer.stage("evaluate"):
@@ -167,6 +174,10 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
                 fid = None if inputs.val is None else fidelity.evaluate(
                     tflite, final_model, inputs.val.x, mode=recipe.quantize,
                     calib=inputs.calib, target=target)
+                onnx_rep = None if onnx_model is None else {
+                    **export_onnx.agreement(tflite, onnx_model,
+                                            *export_onnx.samples_for(inputs, samples)),
+                    "written_by": "edgeprune build --export onnx"}
             with timer.stage("check"):
                 checks = check.run(measurements, target, base["accuracy"])
             with timer.stage("report"):
@@ -178,7 +189,8 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
                     quantization=quant, fidelity=fid, artifacts=device.report,
                     estimate=estimate, finetune=trained, qat_finetune=qat_trained,
                     pruning_groups=pruned.groups, reused_stages=list(cache.reused),
-                    search=pruned.search, sensitivity=pruned.sensitivity, **on_target)
+                    search=pruned.search, sensitivity=pruned.sensitivity, onnx=onnx_rep,
+                    **on_target)
                 if cache.reused:
                     rep.notes.append(f"--resume: reused the cached output of "
                                      f"{', '.join(cache.reused)} ({cache.root})")

@@ -20,6 +20,7 @@ QUANTIZE_MODES = ("int8", "int16x8", "float16", "dynamic", "qat", "none")
 ALLOCATIONS = ("uniform", "global", "sensitivity")
 L1_TARGETS = ("bn", "kernel")  # what --l1 penalises: batch-norm scales or conv/dense kernels
 AFTER_PRUNE = ("finetune", "retrain")
+EXPORT_FORMATS = ("onnx",)  # extra files of the emitted model (export_onnx.py)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Recipe:
     keep: tuple[str, ...] = ()  # layers never pruned
     calib_samples: int = 200  # representative-dataset size for int8 calibration
     search_minutes: float = 10.0  # --prune auto: time budget of the budget-driven search
+    export: tuple[str, ...] = ()  # e.g. ("onnx",): model.onnx beside model.tflite
 
     def __post_init__(self) -> None:
         _check_choice("prune", self.prune, PRUNE_MODES)
@@ -49,6 +51,8 @@ class Recipe:
         _check_choice("allocation", self.allocation, ALLOCATIONS)
         _check_choice("l1-on", self.l1_on, L1_TARGETS)
         _check_choice("after-prune", self.after_prune, AFTER_PRUNE)
+        for fmt in self.export:
+            _check_choice("export", fmt, EXPORT_FORMATS)
         if not 0.0 <= self.l1 < float("inf"):  # also refuses NaN
             raise RecipeError(
                 f"--l1 {self.l1}", "must be ≥ 0 (the L1 penalty weight λ)", "Use e.g. 1e-4"
@@ -93,6 +97,7 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["keep"] = list(self.keep)
+        d["export"] = list(self.export)
         return d
 
 

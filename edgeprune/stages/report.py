@@ -52,8 +52,9 @@ class BuildReport:
     sensitivity: list[dict[str, Any]] | None = None  # --allocation sensitivity's scan
     device: str | None = None  # --device
     emulation: dict[str, Any] | None = None  # --emulate
+    onnx: dict[str, Any] | None = None  # --export onnx: agreement of model.onnx with LiteRT
 
-    OPTIONAL = ("qat_finetune", "search", "sensitivity", "device", "emulation")
+    OPTIONAL = ("qat_finetune", "search", "sensitivity", "device", "emulation", "onnx")
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -79,6 +80,8 @@ def _fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
+        if 0 < abs(value) < 10**-digits:  # e.g. an output difference of 4e-7: not "0.000"
+            return f"{value:.{digits}g}"
         return f"{value:,.{digits}f}" if abs(value) < 1e6 else f"{value:,.0f}"
     if isinstance(value, int):
         return f"{value:,}"
@@ -200,6 +203,7 @@ DETAIL_SECTIONS = (
     ("quantization", "Quantization"),
     ("artifacts", "Device artifacts"),
     ("emulation", "Emulation (QEMU)"),
+    ("onnx", "ONNX export: model.onnx against LiteRT"),
 )
 
 
