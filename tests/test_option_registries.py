@@ -4,6 +4,10 @@ the command line to a Recipe."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from pathlib import Path
+
 import click
 import pytest
 
@@ -11,6 +15,9 @@ from edgeprune import converter, recipe
 from edgeprune.cli import main
 from edgeprune.pruning import importance, policy
 from edgeprune.stages import prune
+from edgeprune.targets import shipped_names
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 # option -> (Recipe field, the recipe's values)
 OPTIONS = {
@@ -56,3 +63,24 @@ def test_analyze_takes_the_same_criteria():
 def test_an_unregistered_quantization_mode_is_refused():
     with pytest.raises(recipe.RecipeError, match="--quantize int4"):
         converter.configure(object(), "int4", None, None)  # type: ignore[arg-type]
+
+
+def _readme_rows() -> dict[str, str]:
+    """The README's tables, first cell (its backticked names) -> the rest of the row."""
+    rows = {}
+    for line in README.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith(
+            "| `") else []
+        for name in re.findall(r"`([^`]+)`", cells[0] if cells else ""):
+            rows[name] = " | ".join(cells[1:])
+    return rows
+
+
+def test_the_readme_lists_every_recipe_key_value_and_target():
+    rows = _readme_rows()
+    assert {f.name for f in dataclasses.fields(recipe.Recipe)} <= set(rows)
+    for _, (field, values) in OPTIONS.items():
+        if field in rows and field not in ("l1_on",):  # l1_on shares the row of l1
+            assert set(re.findall(r"`([^`(]+)`", rows[field])) >= set(values), field
+    assert set(re.findall(r"`([^`]+)`", rows["export"])) == set(recipe.EXPORT_FORMATS)
+    assert set(shipped_names()) <= set(rows)
