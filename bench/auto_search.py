@@ -183,7 +183,7 @@ def _build(profile: Path, **overrides: Any) -> dict[str, Any]:
 
     def capture(*args: Any) -> Any:
         pruned = auto(*args)
-        captured.update(pruned.report)
+        captured["search"] = pruned.search
         return pruned
 
     prune.PRUNERS["auto"] = capture

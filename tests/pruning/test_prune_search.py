@@ -189,7 +189,7 @@ def test_a_model_that_already_fits_is_neither_pruned_nor_fine_tuned(setup):
     inputs = Inputs(train=train, val=None, calib=calib)
     recipe = Recipe(prune="auto", epochs=1)
     pruned = prune.run(model, recipe, load_target("cortex-m7"), inputs)  # 25 ms: fits
-    assert pruned.report["search"]["stopped"] == "every budget met"
+    assert pruned.search["stopped"] == "every budget met"
     assert pruned.skip_finetune and any("not pruned" in n for n in pruned.notes)
     model, trained = finetune.run(pruned, inputs, recipe, None)
     assert model is pruned.model
