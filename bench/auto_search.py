@@ -175,7 +175,7 @@ def phase_profiles(results: dict[str, Any]) -> None:
 def _build(profile: Path, **overrides: Any) -> dict[str, Any]:
     """One build of the example; the search's report is captured from the prune stage (the
     pipeline adds it to report.json as "search" once it forwards ``Pruned.report``)."""
-    from edgeprune.pipeline import BuildRequest, build
+    from edgeprune.drivers.pipeline import BuildRequest, build
     from edgeprune.stages import prune
 
     captured: dict[str, Any] = {}

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeprune.drivers.pipeline import BuildRequest, build
 from edgeprune.estimate import estimate_target
-from edgeprune.pipeline import BuildRequest, build
 from edgeprune.resources import example_inputs
 from edgeprune.runners import host, tflm
 from edgeprune.targets import load_target

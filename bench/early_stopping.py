@@ -67,7 +67,7 @@ def _stopper(policy: str, early_stopping: Any) -> Any:
 
 def _pruned(run: str):
     """The prune stage's output as the build cached it, loaded as ``--resume`` loads it."""
-    from edgeprune.stage_cache import CACHE_DIR, StageCache
+    from edgeprune.drivers.stage_cache import CACHE_DIR, StageCache
 
     folder = next((BUILDS / run / CACHE_DIR).glob("*/prune-*"))
     return StageCache(folder.parent, read=True, seed=0).load_pruned(folder)

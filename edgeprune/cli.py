@@ -152,8 +152,8 @@ def build(target_specs: tuple[str, ...], model: Path | None, data: Path | None,
           known_hosts: Path | None, identity: Path | None, remote_python: str, emulate: bool,
           all_targets: bool, junit: Path | None, sweep: str | None, **overrides: Any) -> int:
     """Prune, fine-tune, quantize and convert MODEL for each target, then check its budgets."""
-    from edgeprune import ci_report
-    from edgeprune import sweep as sweep_mod
+    from edgeprune.drivers import ci_report
+    from edgeprune.drivers import sweep as sweep_mod
 
     specs = ci_report.target_specs(target_specs, all_targets, Path.cwd())
     ratios = None if sweep is None else sweep_mod.parse_ratios(sweep)
@@ -162,7 +162,7 @@ def build(target_specs: tuple[str, ...], model: Path | None, data: Path | None,
             raise BadInputError("--junit", "is not written for --sweep",
                                 "Drop one of them: sweep, then build the chosen sparsity for CI")
         ci_report.check_junit_path(junit)
-    from edgeprune.pipeline import BuildRequest  # TensorFlow: only once the input is valid
+    from edgeprune.drivers.pipeline import BuildRequest  # TensorFlow: only once the input is valid
 
     request = BuildRequest(
         model=model, data=data, val=val, calib=calib, recipe_file=recipe_file,
@@ -208,7 +208,7 @@ def check(model: Path, target_spec: str, data: Path | None, as_json: bool, stric
           device: str | None, known_hosts: Path | None, identity: Path | None,
           remote_python: str, emulate: bool) -> int:
     """Check an existing .tflite MODEL against a target's budgets."""
-    from edgeprune.check_model import check_tflite
+    from edgeprune.drivers.check_model import check_tflite
 
     result = check_tflite(model, target_spec, data,
                           _on_target(device, known_hosts, identity, remote_python, emulate))
@@ -250,7 +250,7 @@ def analyze(model: Path, data: Path | None, calib: Path | None, with_sensitivity
             out: Path | None, trust_model: bool) -> None:
     """Per-layer parameters, MACs and channels of MODEL, its channel groups and, with
     --sensitivity, how much accuracy each group loses when pruned."""
-    from edgeprune import analyze as analysis
+    from edgeprune.drivers import analyze as analysis
 
     result = analysis.analyze_file(
         model, data_path=data, calib_path=calib, with_sensitivity=with_sensitivity,
@@ -283,7 +283,7 @@ def report(folder: Path) -> None:
 def export(folder: Path, formats: tuple[str, ...], samples: Path | None) -> None:
     """Add model.onnx to an existing build FOLDER (OUT/<target> or OUT) and record its agreement
     with LiteRT in the report; manifest.json's hashes are updated, so `verify` still passes."""
-    from edgeprune.export_folder import export as export_folders
+    from edgeprune.drivers.export_folder import export as export_folders
 
     for path in export_folders(folder, formats, samples):
         click.echo(str(path))
@@ -299,7 +299,7 @@ def verify(folder: Path, as_json: bool) -> int:
     FOLDER is OUT/<target> or OUT. Exit 0: nothing drifted; 1: an artifact changed, is missing
     or is extra, an input changed, or the tools differ from the running ones.
     """
-    from edgeprune.verify import render, verify_folder
+    from edgeprune.drivers.verify import render, verify_folder
 
     results = verify_folder(folder)
     drifted = any(r.drifted for r in results)

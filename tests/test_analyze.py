@@ -37,7 +37,7 @@ def test_sensitivity_as_table_json_and_file(tiny_files, tmp_path):
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc == json.loads(out.read_text())
-    assert doc["schema"] == "edgeprune.analyze/1" and doc["model"] == "tiny"
+    assert doc["schema"] == "edgeprune.drivers.analyze/1" and doc["model"] == "tiny"
     assert {g["group"] for g in doc["groups"]} == {0, 1}
     sens = doc["sensitivity"]
     assert sens["criterion"] == "l1" and sens["samples"] == 40

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import xmlschema
 
-from edgeprune import ci_report
-from edgeprune.ci_report import TargetRun
+from edgeprune.drivers import ci_report
+from edgeprune.drivers.ci_report import TargetRun
 from edgeprune.errors import BadInputError
 from edgeprune.targets import shipped_names
 

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 from interrupt import interrupt_in_finetune
 
-from edgeprune import stage_cache
 from edgeprune.cli import main
+from edgeprune.drivers import stage_cache
 from edgeprune.recipe import Recipe
 from edgeprune.stages import finetune, prune
 from edgeprune.targets import load_target

@@ -10,7 +10,7 @@ import dataclasses
 
 import pytest
 
-from edgeprune import pipeline
+from edgeprune.drivers import pipeline
 from edgeprune.recipe import Recipe
 from edgeprune.stages import baseline, convert, finetune, load, prune, qat
 from edgeprune.targets import load_target

@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from edgeprune.cli import main
+from edgeprune.drivers.sweep import best, parse_ratios
 from edgeprune.errors import BadInputError
-from edgeprune.sweep import best, parse_ratios
 
 
 def _sweep(tiny_files, out, *extra):

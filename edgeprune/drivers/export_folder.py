@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune import data as data_mod
-from edgeprune import export_onnx
+from edgeprune.drivers.verify import MANIFEST, build_folders
 from edgeprune.errors import BadInputError
+from edgeprune.exporters import onnx as export_onnx
 from edgeprune.manifest import refresh_hashes, sha256_path
 from edgeprune.stages import report
-from edgeprune.verify import MANIFEST, build_folders
 
 log = logging.getLogger(__name__)
 SAMPLE_INPUTS = ("val", "calib", "data")  # the recorded inputs tried, in this order

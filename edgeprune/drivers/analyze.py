@@ -15,7 +15,7 @@ import numpy as np
 
 from edgeprune.errors import BadInputError
 
-SCHEMA = "edgeprune.analyze/1"
+SCHEMA = "edgeprune.drivers.analyze/1"
 RATIOS = (0.25, 0.5, 0.75)
 SENSITIVITY_SAMPLES = 500  # a seeded subset: the scan runs len(groups) × 3 evaluations
 

@@ -18,10 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune import converter, export_onnx, stage_cache
+from edgeprune import converter
 from edgeprune import data as data_mod
 from edgeprune.atomic import staged_folder
+from edgeprune.drivers import stage_cache
 from edgeprune.errors import BadInputError
+from edgeprune.exporters import onnx as export_onnx
 from edgeprune.manifest import tool_versions, write_manifest
 from edgeprune.measurement import Measurement
 from edgeprune.recipe import Recipe, resolve_recipe

@@ -91,7 +91,7 @@ def _import(what: str) -> tuple[Any, Any]:
 def convert(tflite: Path, what: str = "--export onnx") -> bytes:
     """The serialized ONNX model of a .tflite file, validated and in canonical form."""
     tf2onnx, onnx = _import(what)
-    from edgeprune.onnx_canonical import canonicalize
+    from edgeprune.exporters.onnx_canonical import canonicalize
 
     quiet = not log.isEnabledFor(logging.DEBUG)
     if quiet:  # tf2onnx logs every rewrite at INFO

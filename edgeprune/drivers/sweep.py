@@ -23,10 +23,10 @@ from edgeprune.recipe import resolve_recipe
 from edgeprune.targets import load_target
 
 if TYPE_CHECKING:  # the pipeline imports TensorFlow
-    from edgeprune.pipeline import BuildRequest
+    from edgeprune.drivers.pipeline import BuildRequest
 
 log = logging.getLogger(__name__)
-SCHEMA = "edgeprune.sweep/1"
+SCHEMA = "edgeprune.drivers.sweep/1"
 # Methods that take --sparsity (m-by-n is fixed 2:4; auto and none choose no ratio).
 SWEEPABLE = ("magnitude", "structured", "hybrid")
 
@@ -88,7 +88,7 @@ def variant_row(sparsity: float, rep: dict[str, Any], exit_code: int) -> dict[st
 
 def run(request: BuildRequest, spec: str, ratios: tuple[float, ...]) -> SweepOutcome:
     """Build ``spec`` once per ratio into ``OUT/<target>-sweep`` and compare the variants."""
-    from edgeprune.pipeline import build
+    from edgeprune.drivers.pipeline import build
 
     check_recipe(request, spec)
     created_out = not request.out.exists()

@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune import converter, pipeline
+from edgeprune import converter
 from edgeprune import data as data_mod
+from edgeprune.drivers import pipeline
 from edgeprune.errors import BadInputError
 from edgeprune.measurement import CheckResult, Measurement
 from edgeprune.stages import artifacts, check, measure

@@ -27,7 +27,7 @@ from edgeprune.errors import BadInputError, EdgepruneError, TargetError
 from edgeprune.targets import load_target, shipped_names
 
 if TYPE_CHECKING:
-    from edgeprune.pipeline import BuildRequest
+    from edgeprune.drivers.pipeline import BuildRequest
 
 log = logging.getLogger(__name__)
 PROJECT_FILE = "edgeprune.toml"
@@ -72,7 +72,7 @@ def build_targets(request: BuildRequest, specs: list[str],
                   done: Callable[[TargetRun], None]) -> list[TargetRun]:
     """Build every target; a target that fails with exit 2/3 is recorded and the rest still
     build, so CI sees every target's verdict. ``done`` is called after each target."""
-    from edgeprune.pipeline import build
+    from edgeprune.drivers.pipeline import build
 
     runs = []
     for spec in specs:

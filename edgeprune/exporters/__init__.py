@@ -1,0 +1,1 @@
+"""Other formats of the emitted model (ONNX), and their agreement with LiteRT."""
