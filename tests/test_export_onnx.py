@@ -71,7 +71,8 @@ def test_agreement_reports_a_difference(tiny, tmp_path):
 
 def test_canonical_bytes_do_not_depend_on_the_hash_seed(tiny_tflite):
     """tf2onnx's own names and node order change with PYTHONHASHSEED; model.onnx must not."""
-    code = ("import hashlib, sys; from pathlib import Path; from edgeprune.exporters import onnx as export_onnx; "
+    code = ("import hashlib, sys; from pathlib import Path; "
+            "from edgeprune.exporters import onnx as export_onnx; "
             "print(hashlib.sha256(export_onnx.convert(Path(sys.argv[1]))).hexdigest())")
     digests = set()
     for seed in ("1", "2"):
