@@ -70,8 +70,13 @@ def compile_for_training(model: Any, learning_rate: float, *, optimizer: str = "
         metrics: list[Any] = ["accuracy"]
     else:
         loss = distillation_loss(distill, probabilities)
+        accuracy = keras.metrics.sparse_categorical_accuracy
+
+        def packed_accuracy(packed: Any, out: Any) -> Any:  # the labels: column 0
+            return accuracy(packed[:, :1], out)
+
         metrics = [] if distill.alpha == 0 else [  # alpha 0: the labels are placeholders
-            keras.metrics.MeanMetricWrapper(_packed_accuracy, name="accuracy")]
+            keras.metrics.MeanMetricWrapper(packed_accuracy, name="accuracy")]
     model.compile(optimizer=make_optimizer(optimizer, rate), loss=loss, metrics=metrics)
 
 
@@ -125,11 +130,13 @@ _EPSILON = 1e-7  # Keras' clip for probabilities taken to log space
 
 def distillation_loss(distill: Distillation, student_probabilities: bool) -> Any:
     """The per-sample loss of ``Distillation`` on packed targets (``pack_targets``)."""
-    tf = _tf.tf()
+    tf = _tf.tf()  # here, not in the traced function
     t, alpha = distill.temperature, distill.alpha
 
     def loss(packed: Any, out: Any) -> Any:
-        s = _log_space(tf.reshape(out, [tf.shape(out)[0], -1]), student_probabilities)
+        s = tf.reshape(out, [tf.shape(out)[0], -1])
+        if student_probabilities:  # log-probabilities: logits up to a per-sample constant
+            s = tf.math.log(tf.clip_by_value(s, _EPSILON, 1.0))
         total = 0.0
         if alpha > 0:
             labels = tf.cast(packed[:, 0], tf.int32)
@@ -142,15 +149,6 @@ def distillation_loss(distill: Distillation, student_probabilities: bool) -> Any
         return total
 
     return loss
-
-
-def _log_space(out: Any, probabilities: bool) -> Any:
-    tf = _tf.tf()
-    return tf.math.log(tf.clip_by_value(out, _EPSILON, 1.0)) if probabilities else out
-
-
-def _packed_accuracy(packed: Any, out: Any) -> Any:
-    return _tf.keras().metrics.sparse_categorical_accuracy(packed[:, :1], out)
 
 
 def distillation_scores(model: Any, x: np.ndarray, logits: np.ndarray,

@@ -15,12 +15,12 @@ stopping).
 
 With ``distill`` the loss is knowledge distillation from the input model (training.py
 ``Distillation``; docs/pruning.md). The teacher's logits are computed once, in inference mode,
-for the fixed training samples (the same values a per-batch pass would give, one pass instead
-of one per epoch) and reach the loss packed beside the labels in Keras' y, so the student stays
-the model ``fit`` trains and every callback (TF-MOT's, early stopping) works unchanged. Early
-stopping still watches the shipped model's cross-entropy on the labelled monitor split; without
-``--data`` the fine-tune trains on the calibration samples with the teacher-only loss and
-watches that loss on a monitor split of them.
+for the fixed training samples (what a per-batch pass would give, up to rounding; one pass
+instead of one per epoch) and reach the loss packed beside the labels in Keras' y, so the
+student stays the model ``fit`` trains and every callback (TF-MOT's, early stopping) works
+unchanged. Early stopping still watches the shipped model's cross-entropy on the labelled
+monitor split; without ``--data`` the fine-tune trains on the calibration samples with the
+teacher-only loss and watches that loss on a monitor split of them.
 Seeded, with TensorFlow's op determinism on: same inputs, same weights.
 """
 
