@@ -27,7 +27,7 @@ def _build(files, out, *extra, data=True, target="host"):
 
 @pytest.mark.parametrize(("recipe", "labelled", "calib", "warned"), [
     ({"prune": "structured", "epochs": 0}, True, True, "epochs = 0"),
-    ({"prune": "auto", "epochs": 0}, True, True, "epochs = 0"),
+    ({"prune": "auto", "epochs": 0}, True, True, "epochs = 0; the search's short fine-tunes"),
     ({"prune": "structured", "epochs": 5}, False, True, "no training data"),
     ({"prune": "structured", "epochs": 5}, True, True, None),
     ({"prune": "structured", "epochs": 5, "distill": True}, False, True, None),  # teacher only
@@ -58,12 +58,12 @@ def test_the_warning_reaches_the_terminal_before_the_slow_stages_and_the_report(
         "0.5", "--epochs", "0"])
     assert r.exit_code in (0, 1), r.output
     lines = r.stderr.splitlines()
-    warning = next(i for i, line in enumerate(lines) if "nothing will fine-tune" in line)
+    warning = next(i for i, line in enumerate(lines) if "will not train the cut model" in line)
     assert lines[warning].startswith("warning: --prune structured cuts channels")
     assert warning < next(i for i, line in enumerate(lines) if line.startswith("baseline"))
     notes = json.loads((out / "host" / "report.json").read_text())["notes"]
-    assert any("nothing will fine-tune" in n and "epochs = 0" in n for n in notes)
-    assert "nothing will fine-tune" in (out / "host" / "report.md").read_text()
+    assert any("will not train the cut model" in n and "epochs = 0" in n for n in notes)
+    assert "will not train the cut model" in (out / "host" / "report.md").read_text()
 
 
 def test_distillation_from_calibration_samples_alone(tiny_files, tmp_path):
@@ -76,7 +76,7 @@ def test_distillation_from_calibration_samples_alone(tiny_files, tmp_path):
         "teacher": "input model", "temperature": 4.0, "alpha": 0.0,
         "labels": "none (teacher only)", "samples": rep["finetune"]["distill"]["samples"]}
     assert rep["finetune"]["monitor"] == "val_distill_loss"
-    assert not any("nothing will fine-tune" in n for n in rep["notes"])
+    assert not any("will not train the cut model" in n for n in rep["notes"])
     assert "none (teacher only)" in (folder / "report.md").read_text()
     assert "none (teacher only)" in (folder / "report.html").read_text()
 

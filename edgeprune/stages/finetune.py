@@ -105,9 +105,11 @@ def untrained_cut_notes(recipe: Recipe, inputs: Inputs) -> list[str]:
     if recipe.epochs > 0 and samples is not None:
         return []
     why = "epochs = 0" if recipe.epochs == 0 else "no training data (--data)"
-    note = (f"--prune {recipe.prune} cuts channels and nothing will fine-tune the cut model "
-            f"({why}): expect a large accuracy drop. Pass --epochs N (e.g. 10) with --data "
-            "TRAIN.npz (or, without labels, --distill with --calib)")
+    if recipe.prune == "auto" and inputs.train is not None:
+        why += "; the search's short fine-tunes train each cut only briefly"
+    note = (f"--prune {recipe.prune} cuts channels and the fine-tune stage will not train the "
+            f"cut model ({why}): expect a large accuracy drop. Pass --epochs N (e.g. 10) with "
+            "--data TRAIN.npz (or, without labels, --distill with --calib)")
     log.warning("warning: %s", note)
     return [note]
 
