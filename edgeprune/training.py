@@ -36,9 +36,7 @@ def outputs_probabilities(model: Any) -> bool:
 
 def accuracy_and_loss(model: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(top-1 accuracy, cross-entropy) of ``model`` on (x, y), in inference mode."""
-    out = np.concatenate([np.asarray(model(x[i:i + 256], training=False))
-                          for i in range(0, len(x), 256)])
-    out = out.reshape(len(out), -1)
+    out = _outputs(model, x)
     if not outputs_probabilities(model):
         out = np.exp(out - out.max(axis=1, keepdims=True))
         out /= out.sum(axis=1, keepdims=True)
@@ -55,6 +53,13 @@ class Distillation:
 
     temperature: float
     alpha: float  # 0: the teacher only (no labels needed)
+
+
+def _outputs(model: Any, x: np.ndarray) -> np.ndarray:
+    """``model`` on ``x`` in inference mode, in batches of 256, one row per sample."""
+    out = np.concatenate([np.asarray(model(x[i:i + 256], training=False))
+                          for i in range(0, len(x), 256)])
+    return out.reshape(len(out), -1)
 
 
 def compile_for_training(model: Any, learning_rate: float, *, optimizer: str = "adam",
@@ -112,8 +117,7 @@ def teacher_logits(teacher: Any, x: np.ndarray) -> np.ndarray:
     """The teacher's logits on ``x`` in inference mode (its weights untouched); for a model
     ending in a softmax, log-probabilities, which are its logits up to a per-sample constant
     that the tempered softmax cancels."""
-    out = np.concatenate([np.asarray(teacher(x[i:i + 256], training=False))
-                          for i in range(0, len(x), 256)]).reshape(len(x), -1)
+    out = _outputs(teacher, x)
     if outputs_probabilities(teacher):
         out = np.log(np.clip(out, _EPSILON, 1.0))
     return out.astype(np.float32)
@@ -155,8 +159,7 @@ def distillation_scores(model: Any, x: np.ndarray, logits: np.ndarray,
                         temperature: float) -> tuple[float, float]:
     """(top-1 agreement with the teacher, teacher-only distillation loss T²·KL) of ``model``
     on ``x`` in inference mode, against the teacher's ``logits`` on the same samples."""
-    out = np.concatenate([np.asarray(model(x[i:i + 256], training=False))
-                          for i in range(0, len(x), 256)]).reshape(len(x), -1)
+    out = _outputs(model, x)
     s = np.log(np.clip(out, _EPSILON, 1.0)) if outputs_probabilities(model) else out
     t_log, s_log = _log_softmax(logits / temperature), _log_softmax(s / temperature)
     kl = np.sum(np.exp(t_log) * (t_log - s_log), axis=1)
