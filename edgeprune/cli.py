@@ -121,6 +121,22 @@ def _on_target(device: str | None, known_hosts: Path | None, identity: Path | No
 @click.option("--weight-sparsity", type=float,
               help="Hybrid pruning: fraction of the remaining weights zeroed by TF-MOT.")
 @click.option("--epochs", type=int, help="Fine-tuning epochs (0: none).")
+@click.option("--optimizer", type=click.Choice(recipe_options.OPTIMIZERS),
+              help="Fine-tuning optimizer: adam (default), sgd (momentum 0.9; usually wants a "
+              "larger learning_rate), adamw (weight decay 0.004).")
+@click.option("--lr-schedule", type=click.Choice(recipe_options.LR_SCHEDULES),
+              help="Fine-tuning learning rate: constant (default), or cosine: linear warm-up "
+              "from 0 over --warmup-epochs, then cosine decay to 0 at the last epoch.")
+@click.option("--warmup-epochs", type=int, help="Warm-up epochs of --lr-schedule cosine "
+              "(default 1; 0: none).")
+@click.option("--distill/--no-distill", default=None,
+              help="Fine-tune (and QAT) against the input model's outputs as well as the labels "
+              "(knowledge distillation); with --calib and no --data, the teacher's outputs are "
+              "the only targets. Default: off.")
+@click.option("--temperature", type=float,
+              help="Distillation softmax temperature T, > 0 (default 4).")
+@click.option("--alpha", type=float, help="Distillation: weight of the label loss in [0, 1]; "
+              "1 - alpha weighs the teacher's (default 0.5).")
 @click.option("--quantize",
               type=click.Choice(recipe_options.QUANTIZE_MODES),
               help="Quantization mode.")

@@ -21,6 +21,8 @@ ALLOCATIONS = ("uniform", "global", "sensitivity")
 L1_TARGETS = ("bn", "kernel")  # what --l1 penalises: batch-norm scales or conv/dense kernels
 AFTER_PRUNE = ("finetune", "retrain")
 EXPORT_FORMATS = ("onnx",)  # extra files of the emitted model (export_onnx.py)
+OPTIMIZERS = ("adam", "sgd", "adamw")  # fine-tuning optimizers (training.make_optimizer)
+LR_SCHEDULES = ("constant", "cosine")  # cosine: linear warm-up, then cosine decay to 0
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,12 @@ class Recipe:
     epochs: int = 0
     batch_size: int = 32
     learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    lr_schedule: str = "constant"
+    warmup_epochs: int = 1  # lr_schedule "cosine": epochs of linear warm-up from 0
+    distill: bool = False  # fine-tune against the input model's outputs (Hinton et al. 2015)
+    temperature: float = 4.0  # distillation: softmax temperature T
+    alpha: float = 0.5  # distillation: weight of the label loss (1 - alpha: the teacher's)
     seed: int = 0
     keep: tuple[str, ...] = ()  # layers never pruned
     calib_samples: int = 200  # representative-dataset size for int8 calibration
@@ -51,6 +59,8 @@ class Recipe:
         _check_choice("allocation", self.allocation, ALLOCATIONS)
         _check_choice("l1-on", self.l1_on, L1_TARGETS)
         _check_choice("after-prune", self.after_prune, AFTER_PRUNE)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("lr-schedule", self.lr_schedule, LR_SCHEDULES)
         for fmt in self.export:
             _check_choice("export", fmt, EXPORT_FORMATS)
         if not 0.0 <= self.l1 < float("inf"):  # also refuses NaN
@@ -81,6 +91,7 @@ class Recipe:
             raise RecipeError(
                 f"--learning-rate {self.learning_rate}", "must be finite and > 0", "Use e.g. 1e-3"
             )
+        self._check_training()
         channel_only = {"--l1": self.l1 > 0, "--after-prune retrain": self.after_prune == "retrain"}
         for option, used in channel_only.items():
             if used and self.prune not in ("structured", "hybrid"):
@@ -89,6 +100,31 @@ class Recipe:
                     "applies to channel pruning only",
                     "Add --prune structured (or hybrid), or drop the option",
                 )
+
+    def _check_training(self) -> None:
+        """The fine-tune's schedule and distillation options."""
+        if (self.lr_schedule == "cosine" and 1 <= self.epochs <= self.warmup_epochs):
+            raise RecipeError(
+                f"--lr-schedule cosine with --warmup-epochs {self.warmup_epochs} and "
+                f"--epochs {self.epochs}",
+                "the warm-up must end before the last epoch, or nothing is left to decay",
+                f"Use --warmup-epochs 0 to {self.epochs - 1}, or more --epochs",
+            )
+        if not isinstance(self.distill, bool):
+            raise RecipeError(f"--distill {self.distill!r}", "must be true or false",
+                              "Use --distill or --no-distill")
+        if not 0 < self.temperature < float("inf"):  # also refuses NaN
+            raise RecipeError(
+                f"--temperature {self.temperature}",
+                "must be finite and > 0 (the distillation softmax temperature T)",
+                "Use e.g. 4 (1 to 20 is usual)",
+            )
+        if not 0.0 <= self.alpha <= 1.0:
+            raise RecipeError(
+                f"--alpha {self.alpha}",
+                "must be in [0, 1] (the weight of the label loss; 1 - alpha weighs the teacher's)",
+                "Use e.g. 0.5",
+            )
 
     def pick(self, names: tuple[str, ...] | list[str]) -> dict[str, Any]:
         """The values of ``names``: what a stage declares it reads, for its cache key."""
@@ -106,7 +142,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
 # others are capped far above any real use so a typo cannot overflow TensorFlow.
 _INT_RANGES = {
     "epochs": (0, 100_000), "l1_epochs": (0, 100_000), "seed": (0, 2**32 - 1),
-    "batch_size": (1, 2**20), "calib_samples": (1, 2**24),
+    "batch_size": (1, 2**20), "calib_samples": (1, 2**24), "warmup_epochs": (0, 100_000),
 }
 
 

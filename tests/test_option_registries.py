@@ -27,6 +27,8 @@ OPTIONS = {
     "--quantize": ("quantize", recipe.QUANTIZE_MODES),
     "--l1-on": ("l1_on", recipe.L1_TARGETS),
     "--after-prune": ("after_prune", recipe.AFTER_PRUNE),
+    "--optimizer": ("optimizer", recipe.OPTIMIZERS),
+    "--lr-schedule": ("lr_schedule", recipe.LR_SCHEDULES),
 }
 
 

@@ -27,6 +27,8 @@ FIELDS = {f.name for f in dataclasses.fields(Recipe)}
     {"prune": "structured", "epochs": 1, "l1": 1e-4, "criterion": "bn"},
     {"prune": "magnitude", "epochs": 2},
     {"prune": "hybrid", "epochs": 2, "quantize": "qat"},
+    {"prune": "structured", "epochs": 2, "quantize": "qat", "distill": True,
+     "lr_schedule": "cosine", "optimizer": "sgd"},
     {"prune": "auto", "epochs": 1, "search_minutes": 0.2},
 ], ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
 def test_cached_stages_read_only_what_they_declare(options, tiny_files, tmp_path, monkeypatch):

@@ -122,6 +122,8 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
         first_key = stage_cache.input_key(
             {"model": req.model, "data": req.data, "val": req.val, "calib": req.calib},
             load.key_parts(recipe, target))
+        # before the slow stages: channels cut and nothing to fine-tune them (logged)
+        untrained = finetune.untrained_cut_notes(recipe, inputs)
     seed_everything(recipe.seed)
     # Cached stages: --resume reuses an output whose key (chained from the previous stage's
     # and what the stage reads) matches.
@@ -139,13 +141,13 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
                                      stage_cache.save_pruned, cache.load_pruned)
             with timer.stage("finetune"):  # with --tensorboard its logs are wanted: train
                 final_model, trained = cache.stage(
-                    finetune, lambda: _finetune(pruned, inputs, recipe, log_dir),
+                    finetune, lambda: _finetune(pruned, model, inputs, recipe, log_dir),
                     stage_cache.save_trained, cache.load_trained, reusable=log_dir is None)
             qat_model = qat_trained = None
             if recipe.quantize == "qat":
                 with timer.stage("qat"):
                     wrapped, (qat_model, qat_trained) = cache.stage(
-                        qat, lambda: _qat(final_model, inputs, recipe, log_dir),
+                        qat, lambda: _qat(final_model, model, inputs, recipe, log_dir),
                         stage_cache.never, stage_cache.never)
                     final_model = wrapped.strip(qat_model)
                     pruned.notes.extend(wrapped.notes)
@@ -187,7 +189,8 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
                     target=target.to_dict(), recipe=recipe.to_dict(), baseline=base,
                     result=result, measurements=measurements, checks=checks,
                     layers=_layer_rows(model, final_model), timings_s=timer.timings,
-                    versions=tool_versions(), notes=[*pruned.notes, *_data_notes(inputs)],
+                    versions=tool_versions(),
+                    notes=[*untrained, *pruned.notes, *_data_notes(inputs)],
                     quantization=quant, fidelity=fid, artifacts=device.report,
                     estimate=estimate, finetune=trained, qat_finetune=qat_trained,
                     pruning_groups=pruned.groups, reused_stages=list(cache.reused),
@@ -281,16 +284,17 @@ def _samples(inputs: data_mod.Inputs, input_shape: tuple[int | None, ...]) -> np
     return np.random.default_rng(0).random((4, *shape), dtype=np.float32)
 
 
-def _finetune(pruned: Pruned, inputs: data_mod.Inputs, recipe: Recipe,
+def _finetune(pruned: Pruned, teacher: Any, inputs: data_mod.Inputs, recipe: Recipe,
               log_dir: Path | None) -> tuple[Any, dict[str, Any]]:
-    """The fine-tuned model, TF-MOT's wrappers stripped, and the fine-tune's summary."""
-    model, summary = finetune.run(pruned, inputs, recipe, log_dir)
+    """The fine-tuned model, TF-MOT's wrappers stripped, and the fine-tune's summary;
+    ``teacher`` (the input model) for ``--distill``."""
+    model, summary = finetune.run(pruned, inputs, recipe, log_dir, teacher)
     return pruned.strip(model), summary
 
 
-def _qat(model: Any, inputs: data_mod.Inputs, recipe: Recipe,
+def _qat(model: Any, teacher: Any, inputs: data_mod.Inputs, recipe: Recipe,
          log_dir: Path | None) -> tuple[Any, tuple[Any, dict[str, Any]]]:
     """The QAT wrapping (with its strip and notes), the QAT-fine-tuned model and its summary."""
     wrapped = qat.prepare(model, recipe)
-    return wrapped, finetune.run(wrapped, inputs, recipe, log_dir)
+    return wrapped, finetune.run(wrapped, inputs, recipe, log_dir, teacher)
 

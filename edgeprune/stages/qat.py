@@ -13,11 +13,12 @@ from typing import Any
 from edgeprune.data import Labelled
 from edgeprune.errors import RecipeError
 from edgeprune.recipe import Recipe
+from edgeprune.stages import finetune
 from edgeprune.stages.prune import Pruned
 
 # Prune modes that leave zeros in the kernels (rather than removing channels).
 UNSTRUCTURED = ("magnitude", "m-by-n", "hybrid")
-READS = ("quantize", "epochs", "batch_size", "learning_rate", "seed")  # for its cache key
+READS = ("quantize", *finetune.READS)  # for its cache key: QAT runs the fine-tune stage
 
 
 def key_parts(recipe: Recipe, target: Any) -> dict[str, Any]:
