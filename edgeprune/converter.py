@@ -150,22 +150,16 @@ def _float16(converter: Any, calib: np.ndarray | None, target: TargetProfile) ->
 def _int8(converter: Any, calib: np.ndarray | None, target: TargetProfile) -> None:
     tf = _tf.tf()
     _calibrate(converter, "int8", calib)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    if integer_io(target):
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
+    _integer_only(converter, target, tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.int8)
 
 
 @register_quantizer("int16x8")
 def _int16x8(converter: Any, calib: np.ndarray | None, target: TargetProfile) -> None:
     tf = _tf.tf()
     _calibrate(converter, "int16x8", calib)
-    converter.target_spec.supported_ops = [
-        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
-    ]
-    if integer_io(target):
-        converter.inference_input_type = tf.int16
-        converter.inference_output_type = tf.int16
+    _integer_only(converter, target,
+                  tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+                  tf.int16)
 
 
 @register_quantizer("qat")
@@ -175,9 +169,16 @@ def _qat(converter: Any, calib: np.ndarray | None, target: TargetProfile) -> Non
     if calib is not None:
         converter.representative_dataset = lambda: representative_dataset(calib)
     if integer_io(target):
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
+        _integer_only(converter, target, tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.int8)
+
+
+def _integer_only(converter: Any, target: TargetProfile, ops: Any, io_type: Any) -> None:
+    """Integer kernels only; integer inputs and outputs too where the target's runtime runs
+    nothing else (CPU targets keep float I/O so callers feed raw samples)."""
+    converter.target_spec.supported_ops = [ops]
+    if integer_io(target):
+        converter.inference_input_type = io_type
+        converter.inference_output_type = io_type
 
 
 def sparsity_report(keras_sparsity: float, tflite: bytes, mode: str) -> dict[str, Any]:
