@@ -23,6 +23,8 @@ import numpy as np
 from edgeprune import data as data_mod
 from edgeprune import fidelity, model_io, stage_cache
 from edgeprune.errors import BadInputError, DataError
+from edgeprune.keras3 import bridge as keras3_bridge
+from edgeprune.keras3 import export as keras3_export
 from edgeprune.manifest import write_manifest
 from edgeprune.recipe import Recipe, resolve_recipe
 from edgeprune.resources import example_inputs
@@ -223,6 +225,24 @@ def _samples(inputs: data_mod.Inputs, input_shape: tuple[int | None, ...]) -> np
     return np.random.default_rng(0).random((4, *shape), dtype=np.float32)
 
 
+def _samples_from(inputs: data_mod.Inputs) -> str:
+    """What ``_samples`` returns, for reports."""
+    if inputs.val is not None:
+        return inputs.val.source
+    return "the calibration samples" if inputs.calib is not None else "seeded noise (no data)"
+
+
+def _model_notes(model_in: dict[str, Any] | None, model_out: dict[str, Any]) -> list[str]:
+    notes = []
+    if model_in is not None:
+        notes.append(f"Keras {model_in['keras_version']} model, rebuilt in tf_keras for pruning: "
+                     f"outputs agree to {model_in['max_abs_diff']:.2g} on {model_in['samples']} "
+                     f"samples of {model_in['samples_from']}")
+    notes.append(f"model.keras: the pruned float model as a {model_out['flavour']} file "
+                 f"({model_out['params']:,} parameters)")
+    return notes
+
+
 def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
     """Run the whole pipeline for one target; returns the outcome with its exit code (0/1)."""
     timer = StageTimer()
@@ -234,6 +254,9 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
     with timer.stage("load"):
         model = model_io.load_model(req.model, trust_model=req.trust_model)
         inputs = load_inputs(req, model, recipe)
+        # A Keras 3 model was rebuilt in tf_keras: prove on real samples that it is the same.
+        model_in = keras3_bridge.verify(model, _samples(inputs, tuple(model.input_shape)),
+                                        _samples_from(inputs))
         prune.check(model, recipe, inputs)
         key = stage_cache.input_key(
             {"model": req.model, "data": req.data, "val": req.val, "calib": req.calib}, recipe)
@@ -282,6 +305,8 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
             (work / "model.tflite").write_bytes(tflite)
         with timer.stage("artifacts"):
             device = artifacts.run(work / "model.tflite", work, target, inputs)
+            model_out = keras3_export.save_like_input(  # the pruned float model, user's flavour
+                final_model, model, work / "model.keras", _samples(inputs, final_model.input_shape))
         with timer.stage("evaluate"):
             samples = _samples(inputs, tuple(model.input_shape))
             measurements, estimate = _measure(tflite, inputs, target, samples)
@@ -313,6 +338,8 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
             if qat_trained is not None:
                 rep["qat_finetune"] = qat_trained
             rep["pruning_groups"] = pruned.groups
+            rep.update(model_in=model_in, model_out=model_out)
+            rep["notes"].extend(_model_notes(model_in, model_out))
             rep["reused_stages"] = list(cache.reused)
             if cache.reused:
                 rep["notes"].append(f"--resume: reused the cached output of "
