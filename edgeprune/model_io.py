@@ -117,9 +117,12 @@ def _savedmodel_configs(path: Path) -> list[Any]:
     if not meta.is_file():
         raise ModelLoadError(
             f"--model {path}",
-            "is a SavedModel without Keras metadata (keras_metadata.pb), e.g. one written by "
-            "tf.saved_model.save or without signatures; it has no layer graph to prune",
-            "Export it from Keras with model.save('model.keras')",
+            "is a SavedModel without Keras metadata (keras_metadata.pb), as Keras 3's "
+            "model.export() and tf.saved_model.save write: it holds TF graphs and no Keras "
+            "layers, and pruning and fine-tuning work on layers",
+            "Give the Keras file the model was saved to (model.save('model.keras')); a "
+            "SavedModel you only want converted goes straight to tf.lite.TFLiteConverter."
+            "from_saved_model",
         )
     _tf.keras()  # the protobuf class lives in tf_keras (TF_USE_LEGACY_KERAS set first)
     from tf_keras.protobuf import saved_metadata_pb2

@@ -43,8 +43,9 @@ def first_bad_layer(path: Path) -> tuple[str, str, str] | None:
             with keras.saving.custom_object_scope({}):
                 keras.saving.deserialize_keras_object(bare, safe_mode=True)
         except Exception as exc:  # any failure names this layer
-            text = str(exc).strip().splitlines()
+            # Keras nests the cause: "... Exception encountered: Unrecognized keyword ..."
+            cause = str(exc).rsplit("Exception encountered:", 1)[-1].strip().splitlines()
             name = (entry.get("config") or {}).get("name", entry.get("name", "?"))
-            return str(name), str(entry.get("class_name")), (text[0] if text else
+            return str(name), str(entry.get("class_name")), (cause[0] if cause else
                                                              type(exc).__name__)[:300]
     return None
