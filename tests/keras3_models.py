@@ -47,8 +47,9 @@ def sequential(input_shape=(8, 8, 1), classes: int = 3, seed: int = 0):
     L = keras.layers
     return keras.Sequential([
         keras.Input(input_shape),
-        L.Conv2D(16, 3, padding="same", activation="relu", name="c1"),
+        L.Conv2D(16, 3, padding="same", name="c1"),
         L.BatchNormalization(name="bn1"),
+        L.ReLU(name="act1"),
         L.Conv2D(16, 3, padding="same", activation="relu", name="c2"),
         L.MaxPooling2D(name="pool"),
         L.Flatten(name="flat"),

@@ -95,7 +95,7 @@ def load(path: Path, trust_model: bool) -> Any:
                              "cannot be read", SUBCLASSED_FIX[0].upper() + SUBCLASSED_FIX[1:])
     config = {"class_name": cls, "config": source.get_config()}
     try:
-        entry = translate(config)
+        entry = translate(config, trusted=trust_model)
     except Untranslatable as exc:
         raise ModelLoadError(f"{what}, layer {exc.layer!r} ({exc.cls})",
                              f"cannot be rebuilt in tf_keras: {exc.problem}", exc.fix) from exc
@@ -103,6 +103,10 @@ def load(path: Path, trust_model: bool) -> Any:
     from tf_keras.src.saving.serialization_lib import SafeModeScope
 
     twins = {name: tf_class(name) for name in APP_TWINS}
+    if trust_model:
+        from edgeprune.keras3.wrapped import keras3_layer_class
+
+        twins["Keras3Layer"] = keras3_layer_class()
     try:
         with SafeModeScope(True):  # the translated config is ours: no code in it
             model = tfk.layers.deserialize(entry, custom_objects=twins)

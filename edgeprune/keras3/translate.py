@@ -51,6 +51,7 @@ class _Scope:
     """Per functional model: layers whose output moved to another layer (a split activation)
     and nested models, whose first call is node 1 in tf_keras (node 0 is their own input's)."""
 
+    trusted: bool = False  # --trust-model: custom layers run as themselves (wrapped.py)
     aliases: dict[str, str] = field(default_factory=dict)
     nested: set[str] = field(default_factory=set)
 
@@ -97,7 +98,7 @@ def accepted_args(target: type) -> frozenset[str]:
     return frozenset(names - {"self"})
 
 
-def translate(entry: dict[str, Any]) -> dict[str, Any]:
+def translate(entry: dict[str, Any], trusted: bool = False) -> dict[str, Any]:
     """A Keras 3 serialized model (``config.json``) as a tf_keras ``{"class_name",
     "config"}`` entry for ``tf_keras.layers.deserialize``."""
     cls = entry.get("class_name")
@@ -105,19 +106,19 @@ def translate(entry: dict[str, Any]) -> dict[str, Any]:
     if cls not in MODEL_CLASSES:
         raise Untranslatable(name, str(cls), "is not a functional or Sequential model",
                              "Save a keras.Model built with the functional API or Sequential")
-    return {"class_name": cls, "config": _model_config(cls, entry["config"])}
+    return {"class_name": cls, "config": _model_config(cls, entry["config"], trusted)}
 
 
-def _model_config(cls: str, config: dict[str, Any]) -> dict[str, Any]:
+def _model_config(cls: str, config: dict[str, Any], trusted: bool) -> dict[str, Any]:
     if cls == "Sequential":
         layers = []
         for item in config["layers"]:
-            layers.extend(_layer(item, sequential=True, scope=_Scope()))
+            layers.extend(_layer(item, sequential=True, scope=_Scope(trusted)))
         out = {"name": config["name"], "layers": layers}
         if config.get("build_input_shape") is not None:
             out["build_input_shape"] = config["build_input_shape"]
         return out
-    scope = _Scope()
+    scope = _Scope(trusted)
     layers = []
     for item in config["layers"]:
         layers.extend(_layer(item, sequential=False, scope=scope))
@@ -144,13 +145,22 @@ def _layer(item: dict[str, Any], sequential: bool, scope: _Scope) -> list[dict[s
         layers = config.get("layers") or [{}]
         if cls == "Functional" or layers[0].get("class_name") == "InputLayer":
             scope.nested.add(name)
-        return [_entry(cls, _model_config(cls, config), name,
+        return [_entry(cls, _model_config(cls, config, scope.trusted), name,
                        [_leaves(s, None) for s in sources], sequential)]
     module = str(item.get("module") or "")
     if module.startswith("keras.src.ops"):
         return _op_entries(cls, name, config, sources, sequential)
     if cls == "CustomScaleLayer":  # keras.applications InceptionResNetV2: x0 + x1 * scale
         return _custom_scale(name, config, sources, sequential)
+    if module != "keras" and not module.startswith("keras."):  # the user's own class
+        if not scope.trusted:
+            raise Untranslatable(name, cls, f"is a custom class from module {module!r}",
+                                 "Pass --trust-model if you trust the file and its module")
+        inner = {k: v for k, v in item.items() if k not in ("inbound_nodes", "name")}
+        dtype = _value("dtype", config.get("dtype", "float32"), name, cls)
+        return [_entry("Keras3Layer", {"name": name, "trainable": config.get("trainable", True),
+                                       "dtype": dtype, "layer": inner},
+                       name, [_leaves(s, None) for s in sources], sequential)]
     target = tf_class(cls)
     if target is None:
         raise Untranslatable(name, cls, "tf_keras (which TF-MOT prunes) has no such layer",
