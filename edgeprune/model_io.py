@@ -209,7 +209,10 @@ def untrusted_parts(config: Any) -> list[str]:
 
 
 def load_model(path: Path, trust_model: bool = False) -> Any:
-    """A tf_keras model, loaded without compiling; refuses code-carrying layers by default."""
+    """A tf_keras model, loaded without compiling; refuses code-carrying layers by default.
+
+    A Keras 3 file is loaded by Keras 3 and rebuilt in tf_keras (``keras3.bridge``); call
+    ``keras3.bridge.verify`` with real samples before relying on the result."""
     what = f"--model {path}"
     fmt = detect_format(path)
     config = read_config(path, fmt)
@@ -250,8 +253,8 @@ def load_model(path: Path, trust_model: bool = False) -> Any:
             what,
             f"has {len(model.inputs)} inputs ({ins}) and {len(model.outputs)} outputs ({outs}); "
             "pruning, fine-tuning and the target runtimes here need exactly one of each",
-            "Save a sub-model with one input and one output, e.g. keras.Model(model.input"
-            "s[0], model.outputs[0]), and build that",
+            "Build a sub-model with one input and one output (split the model), e.g. "
+            "keras.Model(model.inputs[0], model.outputs[0])",
         )
     _check_input_shape(tuple(model.input_shape), what)
     return model
