@@ -299,10 +299,10 @@ def app_files(tmp_path_factory) -> dict[str, Path]:
     """Untrained keras.applications models (random BN statistics) and random 32×32 images."""
     root = tmp_path_factory.mktemp("apps")
     rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (24, 32, 32, 3)).astype(np.float32)
+    x = rng.uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
     paths = {"val": root / "val.npz", "calib": root / "calib.npz"}
     np.savez(paths["val"], x=x, y=rng.integers(0, 3, len(x)))
-    np.savez(paths["calib"], x=x[:16])
+    np.savez(paths["calib"], x=x)
     return paths
 
 
@@ -322,9 +322,10 @@ def test_keras3_model_prunes_converts_exactly_and_comes_back(name, files, app_fi
     from ai_edge_litert.interpreter import Interpreter
 
     path, data = _model_file(name, files, app_files, tmp_path)
-    # Structured pruning at 0.5: at most 60 % of the parameters stay.
+    # Structured pruning at 0.5: at most 60 % of the parameters stay. (Float: int8 calibration
+    # of these models costs minutes and is shown on the small ones elsewhere.)
     code, output, pruned = _build(path, tmp_path / "s", "--prune", "structured", "--sparsity",
-                                  "0.5", "--epochs", "0", "--quantize", "int8", data=data)
+                                  "0.5", "--epochs", "0", "--quantize", "none", data=data)
     assert code in (0, 1), output
     rep = json.loads((pruned / "report.json").read_text())
     assert rep["result"]["params"] <= 0.6 * rep["baseline"]["params"]
