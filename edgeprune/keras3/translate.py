@@ -122,9 +122,35 @@ def _model_config(cls: str, config: dict[str, Any], trusted: bool) -> dict[str, 
     layers = []
     for item in config["layers"]:
         layers.extend(_layer(item, sequential=False, scope=scope))
+    _check_refs(layers, scope)
     return {"name": config["name"], "trainable": config.get("trainable", True),
             "layers": layers, "input_layers": _coords(config["input_layers"], scope),
             "output_layers": _coords(config["output_layers"], scope)}
+
+
+def _refs_in(value: Any) -> list[list[Any]]:
+    """[layer, node, tensor(, kwargs)] references in tf_keras node data, kwargs included."""
+    if (isinstance(value, list) and len(value) in (3, 4) and isinstance(value[0], str)
+            and isinstance(value[1], int) and isinstance(value[2], int)):
+        return [value, *(_refs_in(list(value[3].values())) if len(value) == 4 else [])]
+    if isinstance(value, list):
+        return [r for v in value for r in _refs_in(v)]
+    return []
+
+
+def _check_refs(layers: list[dict[str, Any]], scope: _Scope) -> None:
+    """Every tensor a layer reads is produced earlier: tf_keras would otherwise loop forever
+    waiting for it while rebuilding the model."""
+    calls: dict[str, int] = {}
+    for entry in layers:
+        for layer, node, *_ in _refs_in(entry["inbound_nodes"]):
+            first = int(layer in scope.nested)
+            if layer not in calls or not first <= node < first + calls[layer]:
+                raise Untranslatable(entry["name"], entry["class_name"],
+                                     f"reads call {node} of layer {layer!r}, which the "
+                                     "translation does not define",
+                                     "Report this with the model's config.json")
+        calls[entry["name"]] = max(1, len(entry["inbound_nodes"]))
 
 
 def _coords(value: Any, scope: _Scope) -> list[list[Any]]:
