@@ -41,8 +41,9 @@ SAFE_OPS = frozenset({
     "add", "multiply", "subtract", "divide", "abs", "exp", "sqrt", "square", "sigmoid", "tanh",
     "reduce_mean", "reduce_sum", "reduce_max", "reduce_min",
 })  # fmt: skip
-# Config entries name the module a class or function is imported from: only Keras' own.
-SAFE_MODULES = ("keras", "tf_keras", "builtins")
+# Config entries name the module a class or function is imported from: only Keras' and
+# TensorFlow's own built-in classes, by exact (module, class) pair (builtin_classes.py).
+SAFE_BUILTINS = frozenset({"tuple", "list", "dict", "int", "float", "str", "bool"})
 # SavedModel graph ops that read or write files or call back into Python.
 UNSAFE_GRAPH_OPS = frozenset({
     "ReadFile", "WriteFile", "MatchingFiles", "ImmutableConst", "PyFunc", "PyFuncStateless",
@@ -116,9 +117,12 @@ def _savedmodel_configs(path: Path) -> list[Any]:
     if not meta.is_file():
         raise ModelLoadError(
             f"--model {path}",
-            "is a SavedModel without Keras metadata (keras_metadata.pb), e.g. one written by "
-            "tf.saved_model.save or without signatures; it has no layer graph to prune",
-            "Export it from Keras with model.save('model.keras')",
+            "is a SavedModel without Keras metadata (keras_metadata.pb), as Keras 3's "
+            "model.export() and tf.saved_model.save write: it holds TF graphs and no Keras "
+            "layers, and pruning and fine-tuning work on layers",
+            "Give the Keras file the model was saved to (model.save('model.keras')); a "
+            "SavedModel you only want converted goes straight to tf.lite.TFLiteConverter."
+            "from_saved_model",
         )
     _tf.keras()  # the protobuf class lives in tf_keras (TF_USE_LEGACY_KERAS set first)
     from tf_keras.protobuf import saved_metadata_pb2
@@ -146,9 +150,16 @@ def savedmodel_graph_ops(path: Path) -> set[str]:
     return ops
 
 
-def _is_safe_module(module: Any) -> bool:
-    return module is None or (isinstance(module, str) and any(
-        module == m or module.startswith(m + ".") for m in SAFE_MODULES))
+def _is_builtin(module: Any, cls: Any, config: Any) -> bool:
+    if module is None:
+        return True
+    if module == "builtins":
+        return cls in SAFE_BUILTINS
+    if not isinstance(module, str) or not module.startswith(("keras", "tf_keras", "tensorflow")):
+        return False  # never import anything else just to look
+    from edgeprune.builtin_classes import is_builtin
+
+    return is_builtin(module, cls, config)
 
 
 def _is_safe_op(function: Any) -> bool:
@@ -165,34 +176,43 @@ def untrusted_parts(config: Any) -> list[str]:
         inner = node.get("config")
         return str(inner.get("name", "?")) if isinstance(inner, dict) else str(node.get("name"))
 
-    def walk(node: Any) -> None:
+    def walk(node: Any, layer: str | None, in_layers: bool = False) -> None:
         if isinstance(node, list):
             for value in node:
-                walk(value)
+                walk(value, layer, in_layers)
             return
         if not isinstance(node, dict):
             return
         cls = node.get("class_name")
         inner = node.get("config") if isinstance(node.get("config"), dict) else node
+        if in_layers or "inbound_nodes" in node:  # a layer entry: name it in messages
+            layer = name_of(node)
+        special = cls in (*CODE_LAYERS, *ATTRIBUTE_LAYERS, *OP_LAYERS, "__lambda__")
         if cls in CODE_LAYERS or cls == "__lambda__":
             found.append(f"Lambda layer {name_of(node)!r} (Python bytecode)")
         elif cls in ATTRIBUTE_LAYERS:
             found.append(f"{cls} layer {name_of(node)!r} (calls an attribute named in the file)")
         elif cls in OP_LAYERS and not _is_safe_op(inner.get("function")):
             found.append(f"{cls} layer {name_of(node)!r} calling tf.{inner.get('function')}")
-        if "module" in node and not _is_safe_module(node["module"]):
+        if "module" in node and not special and not _is_builtin(node["module"], cls,
+                                                                 node.get("config")):
             what = (f"function {node.get('config')!r}" if cls == "function"
                     else f"class {cls!r}" if isinstance(cls, str) else "an object")
-            found.append(f"{what} from Python module {node['module']!r} (imported on load)")
-        for value in node.values():
-            walk(value)
+            where = f" (layer {layer!r})" if layer else ""
+            found.append(f"{what}{where} from Python module {node['module']!r} (not a Keras or "
+                         "TensorFlow built-in; imported on load)")
+        for key, value in node.items():
+            walk(value, layer, key == "layers")
 
-    walk(config)
+    walk(config, None)
     return list(dict.fromkeys(found))
 
 
 def load_model(path: Path, trust_model: bool = False) -> Any:
-    """A tf_keras model, loaded without compiling; refuses code-carrying layers by default."""
+    """A tf_keras model, loaded without compiling; refuses code-carrying layers by default.
+
+    A Keras 3 file is loaded by Keras 3 and rebuilt in tf_keras (``keras3.bridge``); call
+    ``keras3.bridge.verify`` with real samples before relying on the result."""
     what = f"--model {path}"
     fmt = detect_format(path)
     config = read_config(path, fmt)
@@ -212,9 +232,39 @@ def load_model(path: Path, trust_model: bool = False) -> Any:
     if fmt == "keras" and path.suffix != ".keras":  # Keras picks its reader by the suffix
         raise ModelLoadError(what, "is a .keras zip archive with another suffix",
                              f"Rename it to {path.stem}.keras")
+    from edgeprune.keras3 import bridge
+
+    if bridge.is_keras3_file(path, fmt, config):  # translated to tf_keras, checked later
+        model = bridge.load(path, trust_model, config)
+    else:
+        model = _load_tf_keras(path, trust_model)
+    from edgeprune.pruning.ir import SUBCLASSED_FIX, is_graph_model
+
+    if not is_graph_model(model):  # a subclassed model: no inputs, no layer graph to prune
+        raise ModelLoadError(
+            what,
+            f"is a subclassed model ({type(model).__name__}), so its layer graph cannot be read",
+            SUBCLASSED_FIX[0].upper() + SUBCLASSED_FIX[1:] + ", then save it as .keras",
+        )
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        ins = ", ".join(repr(n) for n in model.input_names)
+        outs = ", ".join(repr(n) for n in model.output_names)
+        raise ModelLoadError(
+            what,
+            f"has {len(model.inputs)} inputs ({ins}) and {len(model.outputs)} outputs ({outs}); "
+            "pruning, fine-tuning and the target runtimes here need exactly one of each",
+            "Build a sub-model with one input and one output (split the model), e.g. "
+            "keras.Model(model.inputs[0], model.outputs[0])",
+        )
+    _check_input_shape(tuple(model.input_shape), what)
+    return model
+
+
+def _load_tf_keras(path: Path, trust_model: bool) -> Any:
     keras = _tf.keras()
     from tf_keras.src.saving.serialization_lib import SafeModeScope
 
+    what = f"--model {path}"
     try:
         # The scope makes Keras refuse Lambda bytecode in .h5 and SavedModel files as well.
         with SafeModeScope(not trust_model):
@@ -230,21 +280,6 @@ def load_model(path: Path, trust_model: bool = False) -> Any:
             "Keras metadata?)",
             "Export it from Keras with model.save('model.keras')",
         )
-    from edgeprune.pruning.ir import SUBCLASSED_FIX, is_graph_model
-
-    if not is_graph_model(model):  # a subclassed model: no inputs, no layer graph to prune
-        raise ModelLoadError(
-            what,
-            f"is a subclassed model ({type(model).__name__}), so its layer graph cannot be read",
-            SUBCLASSED_FIX[0].upper() + SUBCLASSED_FIX[1:] + ", then save it as .keras",
-        )
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ModelLoadError(
-            what,
-            f"has {len(model.inputs)} inputs and {len(model.outputs)} outputs",
-            "edgeprune builds single-input, single-output models; split the model",
-        )
-    _check_input_shape(tuple(model.input_shape), what)
     return model
 
 

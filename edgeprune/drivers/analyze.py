@@ -110,10 +110,24 @@ def analyze_file(
         data = (x, labelled.y)
     if calib is not None:
         calib = data_mod.check_against_model(calib, shape, f"--calib {calib_path}")
+    _verify_translation(model, data, calib)
     return analyze(
         model, data=data, calib=calib, with_sensitivity=with_sensitivity,
         criterion=criterion, keep=keep, samples=samples,
     )  # fmt: skip
+
+
+def _verify_translation(model: Any, data: tuple[Any, Any] | None, calib: Any) -> None:
+    """A Keras 3 model was rebuilt in tf_keras: check the twin on the given samples (or a few
+    seeded noise inputs), as a build does."""
+    from edgeprune.keras3 import bridge
+
+    if data is not None or calib is not None:
+        x, source = (data[0], "--data") if data is not None else (calib, "--calib")
+    else:
+        shape = [d or 1 for d in model.input_shape[1:]]
+        x, source = np.random.default_rng(0).random((4, *shape), dtype=np.float32), "noise"
+    bridge.verify(model, x, source)
 
 
 def write_json(analysis: Analysis, path: Path) -> Path:

@@ -24,6 +24,8 @@ from edgeprune.atomic import staged_folder
 from edgeprune.drivers import stage_cache
 from edgeprune.errors import BadInputError
 from edgeprune.exporters import onnx as export_onnx
+from edgeprune.keras3 import bridge as keras3_bridge
+from edgeprune.keras3 import export as keras3_export
 from edgeprune.manifest import tool_versions, write_manifest
 from edgeprune.measurement import Measurement
 from edgeprune.recipe import Recipe, resolve_recipe
@@ -119,6 +121,9 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
     with timer.stage("load"):
         model, inputs = load.run(req.model, recipe, data=req.data, val=req.val, calib=req.calib,
                                  trust_model=req.trust_model)
+        samples = _samples(inputs, tuple(model.input_shape))
+        # A Keras 3 model was rebuilt in tf_keras: prove on real samples that it is the same.
+        model_in = keras3_bridge.verify(model, samples, _samples_from(inputs))
         first_key = stage_cache.input_key(
             {"model": req.model, "data": req.data, "val": req.val, "calib": req.calib},
             load.key_parts(recipe, target))
@@ -163,8 +168,9 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
                     export_onnx.write_atomic(work / export_onnx.FILENAME, onnx_model)
             with timer.stage("artifacts"):
                 device = artifacts.run(work / "model.tflite", work, target, inputs)
+                model_out = keras3_export.save_like_input(  # the pruned float model, user's flavour
+                    final_model, model, work / "model.keras", samples)
             with timer.stage("evaluate"):
-                samples = _samples(inputs, tuple(model.input_shape))
                 measurements, estimate = _measure(tflite, inputs, target, samples)
                 on_target_ms, on_target = measure.on_target(
                     work / "model.tflite", target, req.on_target, samples)
@@ -190,11 +196,13 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
                     result=result, measurements=measurements, checks=checks,
                     layers=_layer_rows(model, final_model), timings_s=timer.timings,
                     versions=tool_versions(),
-                    notes=[*untrained, *pruned.notes, *_data_notes(inputs)],
+                    notes=[*untrained, *pruned.notes, *_data_notes(inputs),
+                           *_model_notes(model_in, model_out)],
                     quantization=quant, fidelity=fid, artifacts=device.report,
                     estimate=estimate, finetune=trained, qat_finetune=qat_trained,
                     pruning_groups=pruned.groups, reused_stages=list(cache.reused),
                     search=pruned.search, sensitivity=pruned.sensitivity, onnx=onnx_rep,
+                    model_in=model_in, model_out=model_out,
                     **on_target)
                 if cache.reused:
                     rep.notes.append(f"--resume: reused the cached output of "
@@ -282,6 +290,24 @@ def _samples(inputs: data_mod.Inputs, input_shape: tuple[int | None, ...]) -> np
             return x[:SAMPLES_ON_TARGET]
     shape = [d or 1 for d in input_shape[1:]]
     return np.random.default_rng(0).random((4, *shape), dtype=np.float32)
+
+
+def _samples_from(inputs: data_mod.Inputs) -> str:
+    """Where ``_samples`` takes its samples from, for reports."""
+    if inputs.val is not None:
+        return inputs.val.source
+    return "the calibration samples" if inputs.calib is not None else "seeded noise (no data)"
+
+
+def _model_notes(model_in: dict[str, Any] | None, model_out: dict[str, Any]) -> list[str]:
+    notes = []
+    if model_in is not None:
+        notes.append(f"Keras {model_in['keras_version']} model, rebuilt in tf_keras for pruning: "
+                     f"outputs agree to {model_in['max_abs_diff']:.2g} on {model_in['samples']} "
+                     f"samples of {model_in['samples_from']}")
+    notes.append(f"model.keras: the pruned float model as a {model_out['flavour']} file "
+                 f"({model_out['params']:,} parameters)")
+    return notes
 
 
 def _finetune(pruned: Pruned, teacher: Any, inputs: data_mod.Inputs, recipe: Recipe,

@@ -50,7 +50,8 @@ def prepare(model: Any, recipe: Recipe) -> Pruned:
     preserve = recipe.prune in UNSTRUCTURED
     try:
         wrapped = tfmot.wrap_qat(model, preserve_sparsity=preserve)
-    except (ValueError, TypeError, RuntimeError) as exc:  # unsupported layer / nested model
+    except (ValueError, TypeError, RuntimeError, AttributeError) as exc:  # unsupported layer,
+        # nested model, or an op layer (TFOpLambda) TF-MOT's clone cannot rebuild
         raise RecipeError(
             "--quantize qat",
             f"TF-MOT cannot add quantization-aware training to this model "

@@ -46,6 +46,10 @@ class BuildReport:
     finetune: dict[str, Any] | None = None
     pruning_groups: list[dict[str, Any]] = field(default_factory=list)
     reused_stages: list[str] = field(default_factory=list)
+    # The Keras 3 input's translation check (None: a tf_keras model, kept as null) and the
+    # model.keras written in the input's flavour.
+    model_in: dict[str, Any] | None = None
+    model_out: dict[str, Any] | None = None
     # Present only when they apply:
     qat_finetune: dict[str, Any] | None = None
     search: dict[str, Any] | None = None  # --prune auto's trajectory
