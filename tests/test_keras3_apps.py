@@ -15,9 +15,9 @@ import os
 import time
 
 import pytest
-from edgeprune.analyze import analyze_file
 
 from edgeprune import _tf
+from edgeprune.drivers.analyze import analyze_file
 
 SIZES = (32, 71, 75)  # most accept 32×32; Xception needs 71, the Inceptions 75
 
