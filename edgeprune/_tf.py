@@ -32,6 +32,15 @@ def keras() -> ModuleType:
     return tf_keras
 
 
+def keras3() -> ModuleType:
+    """Keras 3 (``import keras``), which imports TensorFlow itself: import that first here, so
+    its start-up lines are captured like every other TensorFlow import."""
+    tf()
+    import keras
+
+    return keras
+
+
 def tfmot() -> ModuleType:
     tf()
     import tensorflow_model_optimization

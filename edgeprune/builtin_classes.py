@@ -15,6 +15,8 @@ import sys
 from functools import cache
 from typing import Any
 
+from edgeprune import _tf
+
 # Built-in, yet they load or run code named in the config: never allowed by this list
 # (Lambda and the op/attribute layers have their own, finer rules in model_io).
 CODE_CLASSES = frozenset({"Lambda", "TFSMLayer", "TorchModuleWrapper", "JaxLayer", "FlaxLayer"})
@@ -25,11 +27,8 @@ _HELPERS = frozenset({"get", "serialize", "deserialize"})  # look-up helpers, no
 
 
 def _bases() -> tuple[type, ...]:
-    import keras
+    keras = _tf.keras3()
     from keras.src.ops.operation import Operation
-
-    from edgeprune import _tf
-
     tfk = _tf.keras()
     from tensorflow.python.ops import init_ops_v2
 
@@ -48,10 +47,7 @@ def _bases() -> tuple[type, ...]:
 @cache
 def allowed() -> tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str]]]:
     """(module, class) pairs and (module, function) pairs a config may name."""
-    import keras
-
-    from edgeprune import _tf
-
+    keras = _tf.keras3()
     tfk = _tf.keras()
     import tensorflow.python.ops.init_ops_v2  # noqa: F401  (TF's own initializers)
 

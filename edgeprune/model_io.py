@@ -134,6 +134,7 @@ def _savedmodel_configs(path: Path) -> list[Any]:
 
 def savedmodel_graph_ops(path: Path) -> set[str]:
     """Every op type in a SavedModel's graphs and function library."""
+    _tf.tf()  # TensorFlow's first import goes through _tf, which keeps its start-up lines quiet
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeprune import _tf
 from edgeprune.errors import ModelLoadError
 from edgeprune.keras3.translate import APP_TWINS, MODEL_CLASSES, Untranslatable, tf_class, translate
 
@@ -79,10 +80,7 @@ def is_keras3_file(path: Path, fmt: str, config: Any) -> bool:
 def load(path: Path, trust_model: bool, config: Any) -> Any:
     """The tf_keras twin of the Keras 3 model in ``path`` (whose model config, as read by
     model_io, is ``config``); its ``origin`` holds the original."""
-    import keras
-
-    from edgeprune import _tf
-
+    keras = _tf.keras3()
     what = f"--model {path}"
     try:
         source = keras.saving.load_model(path, compile=False, safe_mode=not trust_model)
@@ -195,7 +193,7 @@ def _line(exc: BaseException) -> str:
 
 def _load_error(path: Path, config: Any, exc: Exception) -> ModelLoadError:
     """Name the layer and argument Keras 3 could not read, and the Keras that wrote the file."""
-    import keras
+    keras = _tf.keras3()
 
     from edgeprune.keras3.diagnose import first_bad_layer
 

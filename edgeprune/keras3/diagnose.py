@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from edgeprune import _tf
+
 
 def _layers(config: Any) -> Iterator[dict[str, Any]]:
     """Layer entries of a serialized functional/Sequential model, nested models' included."""
@@ -26,7 +28,7 @@ def _layers(config: Any) -> Iterator[dict[str, Any]]:
 def first_bad_layer(config: Any) -> tuple[str, str, str] | None:
     """(layer name, class, Keras' complaint) of the first layer Keras 3 cannot build, in the
     model ``config`` read from the file."""
-    import keras
+    keras = _tf.keras3()
 
     for entry in _layers(config):
         module = str(entry.get("module") or "")

@@ -29,7 +29,7 @@ def keras3_layer_class() -> type:
         """Runs the Keras 3 layer serialized in ``layer`` (a Keras 3 config entry)."""
 
         def __init__(self, layer: dict[str, Any], **kwargs: Any) -> None:
-            import keras
+            keras = _tf.keras3()
 
             super().__init__(**kwargs)
             self.layer_config = layer
