@@ -37,6 +37,15 @@ class Inputs:
     calib: np.ndarray | None
     val_is_holdout: bool = False
 
+    def model_inputs(self) -> tuple[np.ndarray, str] | None:
+        """Samples to compare the model on (runtimes, translations) and where they come from:
+        the held-out data, else the calibration samples."""
+        if self.val is not None:
+            return self.val.x, f"held-out data {self.val.source}"
+        if self.calib is not None:
+            return self.calib, "calibration samples"
+        return None
+
 
 _NPZ_FIX = "Save it with numpy.savez(path, x=inputs, y=labels)"
 _PICKLED = "allow_pickle=False"  # numpy's message when an array holds pickled Python objects

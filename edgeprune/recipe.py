@@ -20,7 +20,7 @@ QUANTIZE_MODES = ("int8", "int16x8", "float16", "dynamic", "qat", "none")
 ALLOCATIONS = ("uniform", "global", "sensitivity")
 L1_TARGETS = ("bn", "kernel")  # what --l1 penalises: batch-norm scales or conv/dense kernels
 AFTER_PRUNE = ("finetune", "retrain")
-EXPORT_FORMATS = ("onnx",)  # extra files of the emitted model (export_onnx.py)
+EXPORT_FORMATS = ("onnx",)  # extra files of the emitted model (exporters/onnx.py)
 OPTIMIZERS = ("adam", "sgd", "adamw")  # fine-tuning optimizers (training.make_optimizer)
 LR_SCHEDULES = ("constant", "cosine")  # cosine: linear warm-up, then cosine decay to 0
 

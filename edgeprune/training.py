@@ -15,6 +15,8 @@ import numpy as np
 
 from edgeprune import _tf
 
+_EPSILON = 1e-7  # Keras' clip for probabilities taken to log space
+
 
 def seed_everything(seed: int) -> None:
     keras = _tf.keras()
@@ -40,7 +42,7 @@ def accuracy_and_loss(model: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, 
     if not outputs_probabilities(model):
         out = np.exp(out - out.max(axis=1, keepdims=True))
         out /= out.sum(axis=1, keepdims=True)
-    p = np.clip(out[np.arange(len(y)), y], 1e-7, 1.0)
+    p = np.clip(out[np.arange(len(y)), y], _EPSILON, 1.0)
     return float(np.mean(out.argmax(axis=1) == y)), float(-np.mean(np.log(p)))
 
 
@@ -113,12 +115,12 @@ def learning_rate_schedule(learning_rate: float, schedule: str, total_steps: int
                  warmup_target=learning_rate, warmup_steps=warmup_steps)
 
 
-def teacher_logits(teacher: Any, x: np.ndarray) -> np.ndarray:
-    """The teacher's logits on ``x`` in inference mode (its weights untouched); for a model
+def model_logits(model: Any, x: np.ndarray) -> np.ndarray:
+    """``model``'s logits on ``x`` in inference mode (its weights untouched); for a model
     ending in a softmax, log-probabilities, which are its logits up to a per-sample constant
     that the tempered softmax cancels."""
-    out = _outputs(teacher, x)
-    if outputs_probabilities(teacher):
+    out = _outputs(model, x)
+    if outputs_probabilities(model):
         out = np.log(np.clip(out, _EPSILON, 1.0))
     return out.astype(np.float32)
 
@@ -127,9 +129,6 @@ def pack_targets(y: np.ndarray | None, logits: np.ndarray) -> np.ndarray:
     """One array for Keras' y: the label (0 when there is none), then the teacher's logits."""
     labels = np.zeros(len(logits)) if y is None else y
     return np.concatenate([labels.reshape(-1, 1), logits], axis=1).astype(np.float32)
-
-
-_EPSILON = 1e-7  # Keras' clip for probabilities taken to log space
 
 
 def distillation_loss(distill: Distillation, student_probabilities: bool) -> Any:
@@ -159,8 +158,7 @@ def distillation_scores(model: Any, x: np.ndarray, logits: np.ndarray,
                         temperature: float) -> tuple[float, float]:
     """(top-1 agreement with the teacher, teacher-only distillation loss T²·KL) of ``model``
     on ``x`` in inference mode, against the teacher's ``logits`` on the same samples."""
-    out = _outputs(model, x)
-    s = np.log(np.clip(out, _EPSILON, 1.0)) if outputs_probabilities(model) else out
+    s = model_logits(model, x)
     t_log, s_log = _log_softmax(logits / temperature), _log_softmax(s / temperature)
     kl = np.sum(np.exp(t_log) * (t_log - s_log), axis=1)
     agreement = np.mean(s.argmax(axis=1) == logits.argmax(axis=1))

@@ -23,6 +23,7 @@ from edgeprune.drivers.verify import MANIFEST, build_folders
 from edgeprune.errors import BadInputError
 from edgeprune.exporters import onnx as export_onnx
 from edgeprune.manifest import refresh_hashes, sha256_path
+from edgeprune.recipe import EXPORT_FORMATS
 from edgeprune.stages import report
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,9 @@ SAMPLE_INPUTS = ("val", "calib", "data")  # the recorded inputs tried, in this o
 def export(folder: Path, formats: tuple[str, ...], samples: Path | None = None) -> list[Path]:
     """Write each format into every build folder in ``folder``; the paths written."""
     for fmt in formats:
-        if fmt not in export_onnx.FORMATS:
+        if fmt not in EXPORT_FORMATS:
             raise BadInputError(f"--format {fmt}", "is not a format edgeprune exports",
-                                f"Use one of: {', '.join(export_onnx.FORMATS)}")
+                                f"Use one of: {', '.join(EXPORT_FORMATS)}")
     export_onnx.require(f"edgeprune export {folder} --format onnx")
     return [export_onnx_into(build, samples) for build in build_folders(folder)]
 

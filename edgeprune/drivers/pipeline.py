@@ -121,9 +121,9 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
     with timer.stage("load"):
         model, inputs = load.run(req.model, recipe, data=req.data, val=req.val, calib=req.calib,
                                  trust_model=req.trust_model)
-        samples = _samples(inputs, tuple(model.input_shape))
+        samples, samples_from = _samples(inputs, tuple(model.input_shape))
         # A Keras 3 model was rebuilt in tf_keras: prove on real samples that it is the same.
-        model_in = keras3_bridge.verify(model, samples, _samples_from(inputs))
+        model_in = keras3_bridge.verify(model, samples, samples_from)
         first_key = stage_cache.input_key(
             {"model": req.model, "data": req.data, "val": req.val, "calib": req.calib},
             load.key_parts(recipe, target))
@@ -165,7 +165,7 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
             if "onnx" in recipe.export:
                 with timer.stage("export"):  # never cached: the ONNX file follows the .tflite
                     onnx_model = export_onnx.convert(work / "model.tflite")
-                    export_onnx.write_atomic(work / export_onnx.FILENAME, onnx_model)
+                    (work / export_onnx.FILENAME).write_bytes(onnx_model)
             with timer.stage("artifacts"):
                 device = artifacts.run(work / "model.tflite", work, target, inputs)
                 model_out = keras3_export.save_like_input(  # the pruned float model, user's flavour
@@ -185,8 +185,8 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
                     tflite, final_model, inputs.val.x, mode=recipe.quantize,
                     calib=inputs.calib, target=target)
                 onnx_rep = None if onnx_model is None else {
-                    **export_onnx.agreement(tflite, onnx_model,
-                                            *export_onnx.samples_for(inputs, samples)),
+                    **export_onnx.agreement(tflite, onnx_model, *(
+                        inputs.model_inputs() or (samples, samples_from))),
                     "written_by": "edgeprune build --export onnx"}
             with timer.stage("check"):
                 checks = check.run(measurements, target, base["accuracy"])
@@ -282,21 +282,16 @@ def _measure(
     return ms, estimate.to_dict()
 
 
-def _samples(inputs: data_mod.Inputs, input_shape: tuple[int | None, ...]) -> np.ndarray:
-    """Samples to run on devices and emulators: held-out or calibration data, else seeded noise
-    of the model's input shape."""
-    for x in (inputs.val.x if inputs.val else None, inputs.calib):
-        if x is not None:
-            return x[:SAMPLES_ON_TARGET]
+def _samples(inputs: data_mod.Inputs,
+             input_shape: tuple[int | None, ...]) -> tuple[np.ndarray, str]:
+    """Samples to run on devices and emulators (and to check a Keras 3 translation on), and
+    where they come from: held-out or calibration data, else seeded noise of the input shape."""
+    found = inputs.model_inputs()
+    if found is not None:
+        return found[0][:SAMPLES_ON_TARGET], found[1]
     shape = [d or 1 for d in input_shape[1:]]
-    return np.random.default_rng(0).random((4, *shape), dtype=np.float32)
-
-
-def _samples_from(inputs: data_mod.Inputs) -> str:
-    """Where ``_samples`` takes its samples from, for reports."""
-    if inputs.val is not None:
-        return inputs.val.source
-    return "the calibration samples" if inputs.calib is not None else "seeded noise (no data)"
+    return (np.random.default_rng(0).random((4, *shape), dtype=np.float32),
+            "seeded random inputs (no --val, --data or --calib)")
 
 
 def _model_notes(model_in: dict[str, Any] | None, model_out: dict[str, Any]) -> list[str]:

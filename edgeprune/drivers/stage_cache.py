@@ -8,10 +8,10 @@ exists is complete; a crash or Ctrl-C leaves only whole entries behind.
 Keys chain: ``key(stage) = sha256(key(previous stage), stage, the recipe/target fields the stage
 declares it reads (its ``key_parts``), edgeprune version)``; the first key hashes the input
 files. Changing one input therefore invalidates exactly the stages from the first one that
-reads it. Every build writes the cache;
-only ``--resume`` reads it. Each target's folder is kept under ``MAX_BYTES``: after a store, the
-least recently used entries (a hit refreshes an entry's time) that the running build has not
-used are evicted; partial folders a killed process left behind go after ``STALE_PARTIAL_S``.
+reads it. Every build writes the cache; only ``--resume`` reads it. Each target's folder is
+kept under ``MAX_BYTES``: after a store, the least recently used entries (a hit refreshes an
+entry's time) that the running build has not used are evicted; partial folders a killed
+process left behind go after ``STALE_PARTIAL_S``.
 """
 
 from __future__ import annotations

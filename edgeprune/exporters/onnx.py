@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
-import tempfile
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -27,13 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune import data as data_mod
 from edgeprune.errors import BadInputError, ToolError
 from edgeprune.runners import host
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx",)
 FILENAME = "model.onnx"
 EXTRA = "edgeprune[onnx]"
 PIP_COMMAND = "pip install 'edgeprune[onnx]'"
@@ -120,29 +116,6 @@ def convert(tflite: Path, what: str = "--export onnx") -> bytes:
     return model.SerializeToString(deterministic=True)
 
 
-def write_atomic(path: Path, blob: bytes) -> None:
-    """Write beside ``path`` and rename: a reader never sees a half-written file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def samples_for(inputs: data_mod.Inputs, fallback: np.ndarray) -> tuple[np.ndarray, str]:
-    """The build's agreement samples: held-out data, else calibration samples, else
-    ``fallback`` (the seeded inputs the build runs on devices)."""
-    if inputs.val is not None:
-        return inputs.val.x, f"held-out data {inputs.val.source}"
-    if inputs.calib is not None:
-        return inputs.calib, "calibration samples"
-    return fallback, "seeded random inputs (no --val, --data or --calib)"
-
-
 def _session(onnx_model: bytes) -> Any:
     import onnxruntime as ort
 
@@ -154,19 +127,6 @@ def _session(onnx_model: bytes) -> Any:
     except Exception as exc:
         raise ToolError("onnxruntime", f"cannot load {FILENAME} ({str(exc).splitlines()[0]})",
                         "Reproduce with onnxruntime.InferenceSession('model.onnx')") from exc
-
-
-def _litert_raw(tflite: bytes, x: np.ndarray) -> tuple[list[np.ndarray], list[dict], dict]:
-    """Every output of the .tflite as stored (int8 stays int8), one invoke per sample."""
-    interp = host.interpreter(tflite)
-    inp, outs = interp.get_input_details()[0], interp.get_output_details()
-    results: list[list[np.ndarray]] = [[] for _ in outs]
-    for sample in x:
-        interp.set_tensor(inp["index"], host._quantize(sample[None], inp))
-        interp.invoke()
-        for i, detail in enumerate(outs):
-            results[i].append(interp.get_tensor(detail["index"])[0].copy())
-    return [np.stack(r) for r in results], outs, inp
 
 
 def _onnx_raw(session: Any, x: np.ndarray, names: list[str]) -> list[np.ndarray]:
@@ -199,12 +159,13 @@ def agreement(tflite: bytes, onnx_model: bytes, x: np.ndarray, samples_from: str
     """The report's ``onnx`` section: onnxruntime against LiteRT on the same samples (both
     fed the same quantized input), per output and for the model's top-1 class."""
     x = np.asarray(x[:MAX_SAMPLES], dtype=np.float32)
-    if len(host.interpreter(tflite).get_input_details()) != 1:  # as the fidelity stage
+    model_inputs = host.interpreter(tflite).get_input_details()
+    if len(model_inputs) != 1:  # as the fidelity stage
         return {"file": FILENAME, "bytes": len(onnx_model),
                 "skipped": "agreement is measured for single-input models only"}
-    lite, details, inp = _litert_raw(tflite, x)
+    lite, details = host.outputs(tflite, x, raw=True)
     session = _session(onnx_model)
-    fed = host._quantize(x, inp)
+    fed = host._quantize(x, model_inputs[0])  # exactly what LiteRT was fed
     ours = _onnx_raw(session, fed, [d["name"] for d in details])
     outputs = []
     for k, (a, b, detail, step) in enumerate(zip(lite, ours, details, _steps(tflite),

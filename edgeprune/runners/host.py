@@ -69,23 +69,29 @@ def quantize_input(model: Path | bytes, x: np.ndarray) -> np.ndarray:
     return _quantize(np.asarray(x), interpreter(model).get_input_details()[0])
 
 
-def predict(
-    model: Path | bytes, x: np.ndarray, threads: int = 1, raw: bool = False
-) -> np.ndarray:
-    """Float outputs for float samples ``x`` (N, ...), one invoke per sample.
-
-    ``raw=True`` returns the output tensor as stored (int8 stays int8), for bit-exact
-    comparison with another runtime (device, emulator)."""
+def outputs(model: Path | bytes, x: np.ndarray, threads: int = 1,
+            raw: bool = False) -> tuple[list[np.ndarray], list[dict]]:
+    """Every output for float samples ``x`` (N, ...), one invoke per sample, with the output
+    details. Dequantized to float, or with ``raw=True`` as stored (int8 stays int8), for
+    bit-exact comparison with another runtime (device, emulator, onnxruntime)."""
     interp = interpreter(model, threads)
     inp = interp.get_input_details()[0]
-    out = interp.get_output_details()[0]
-    results = []
+    details = interp.get_output_details()
+    results: list[list[np.ndarray]] = [[] for _ in details]
     for sample in x:
         interp.set_tensor(inp["index"], _quantize(sample[None], inp))
         interp.invoke()
-        y = interp.get_tensor(out["index"])
-        results.append((y.copy() if raw else _dequantize(y, out))[0])
-    return np.stack(results)
+        for i, detail in enumerate(details):
+            y = interp.get_tensor(detail["index"])
+            results[i].append((y.copy() if raw else _dequantize(y, detail))[0])
+    return [np.stack(r) for r in results], details
+
+
+def predict(
+    model: Path | bytes, x: np.ndarray, threads: int = 1, raw: bool = False
+) -> np.ndarray:
+    """Output 0 for float samples ``x`` (see ``outputs``)."""
+    return outputs(model, x, threads, raw)[0][0]
 
 
 def accuracy(model: Path | bytes, x: np.ndarray, y: np.ndarray, threads: int = 1) -> float:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgeprune import _tf, native_output
+from edgeprune.runners import host
 from edgeprune.targets import TargetProfile
 
 log = logging.getLogger(__name__)
@@ -30,22 +31,6 @@ MAX_SAMPLES = 1000  # the held-out set, capped: enough for a percent-level agree
 DEBUG_SAMPLES = 64  # samples the quantization debugger runs (it re-converts the model)
 WORST_LAYERS = 5
 _IDEAL_RMSE_OVER_SCALE = 1 / math.sqrt(12)
-
-
-def tflite_outputs(tflite: bytes, x: np.ndarray) -> list[np.ndarray]:
-    """Every output of a single-input .tflite for float samples ``x``, dequantized."""
-    from edgeprune.runners import host
-
-    interp = host.interpreter(tflite)
-    inp = interp.get_input_details()[0]
-    outs = interp.get_output_details()
-    results: list[list[np.ndarray]] = [[] for _ in outs]
-    for sample in x:
-        interp.set_tensor(inp["index"], host._quantize(sample[None], inp))
-        interp.invoke()
-        for i, detail in enumerate(outs):
-            results[i].append(host._dequantize(interp.get_tensor(detail["index"]), detail)[0])
-    return [np.stack(r) for r in results]
 
 
 def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float | None:
@@ -86,7 +71,7 @@ def evaluate(
         return {"skipped": "fidelity is measured for single-input models only"}
     ref = keras_model.predict(x, batch_size=64, verbose=0)
     ref = [np.asarray(r) for r in (ref if isinstance(ref, list) else [ref])]
-    out = tflite_outputs(tflite, x)
+    out = host.outputs(tflite, x)[0]
     outputs = []
     for i, j in _pair_outputs(ref, out):
         outputs.append({

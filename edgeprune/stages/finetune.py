@@ -44,9 +44,9 @@ from edgeprune.training import (
     compile_for_training,
     deferred_interrupt,
     distillation_scores,
+    model_logits,
     pack_targets,
     seed_everything,
-    teacher_logits,
 )
 
 log = logging.getLogger(__name__)
@@ -150,12 +150,12 @@ def run(pruned: Pruned, inputs: Inputs, recipe: Recipe, log_dir: Path | None,
         bn_x = bn_sample(train.x, recipe.seed)
     y: np.ndarray = train.y
     if distill is not None:  # Keras' val_loss would be the distillation loss: score apart
-        y = pack_targets(train.y if labelled else None, teacher_logits(teacher, train.x))
+        y = pack_targets(train.y if labelled else None, model_logits(teacher, train.x))
         if monitor is not None and labelled:
             callbacks.append(shipped_monitor(monitor, bn_x))
             watched = "val_shipped_loss"
         elif monitor is not None:
-            logits = teacher_logits(teacher, monitor.x)
+            logits = model_logits(teacher, monitor.x)
             callbacks.append(_monitor("distill", lambda m: distillation_scores(
                 m, monitor.x, logits, recipe.temperature), bn_x))
             watched = "val_distill_loss"
