@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeprune.dataspec import DataSpec, data_spec
 from edgeprune.errors import RecipeError
 
 PRUNE_MODES = ("none", "magnitude", "m-by-n", "structured", "hybrid", "auto")
@@ -51,6 +52,7 @@ class Recipe:
     calib_samples: int = 200  # representative-dataset size for int8 calibration
     search_minutes: float = 10.0  # --prune auto: time budget of the budget-driven search
     export: tuple[str, ...] = ()  # e.g. ("onnx",): model.onnx beside model.tflite
+    data: DataSpec = dataclasses.field(default_factory=DataSpec)  # the [data] section
 
     def __post_init__(self) -> None:
         _check_choice("prune", self.prune, PRUNE_MODES)
@@ -128,12 +130,14 @@ class Recipe:
 
     def pick(self, names: tuple[str, ...] | list[str]) -> dict[str, Any]:
         """The values of ``names``: what a stage declares it reads, for its cache key."""
-        return {name: getattr(self, name) for name in names}
+        values = {name: getattr(self, name) for name in names}
+        return {k: v.to_dict() if isinstance(v, DataSpec) else v for k, v in values.items()}
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["keep"] = list(self.keep)
         d["export"] = list(self.export)
+        d["data"] = self.data.to_dict()
         return d
 
 
@@ -159,6 +163,8 @@ def _coerce(source: str, key: str, value: Any) -> Any:
         raise RecipeError(
             source, f"unknown recipe key {key!r}", f"Allowed keys: {', '.join(sorted(_FIELDS))}"
         )
+    if key == "data":
+        return data_spec(source, value)
     default = _FIELDS[key].default
     if isinstance(default, tuple):
         if isinstance(value, str):

@@ -67,7 +67,7 @@ def _outputs(model: Any, x: np.ndarray) -> np.ndarray:
 def compile_for_training(model: Any, learning_rate: float, *, optimizer: str = "adam",
                          lr_schedule: str = "constant", total_steps: int = 0,
                          warmup_steps: int = 0, distill: Distillation | None = None) -> None:
-    """Compile for ``fit``. With ``distill``, ``fit`` takes ``pack_targets(y, teacher)`` as y.
+    """Compile for ``fit``. With ``distill``, ``fit``'s y is ``teacher_targets``' packing.
     The defaults (Adam at a constant rate, cross-entropy) are the fine-tune's since its start."""
     keras = _tf.keras()
     probabilities = outputs_probabilities(model)
@@ -125,14 +125,27 @@ def model_logits(model: Any, x: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def pack_targets(y: np.ndarray | None, logits: np.ndarray) -> np.ndarray:
-    """One array for Keras' y: the label (0 when there is none), then the teacher's logits."""
-    labels = np.zeros(len(logits)) if y is None else y
-    return np.concatenate([labels.reshape(-1, 1), logits], axis=1).astype(np.float32)
+def teacher_targets(teacher: Any, labelled: bool) -> Any:
+    """A tf.data map from a batch (x, y) to (x, packed): the label (0 when there is none),
+    then the teacher's logits on x, computed on the fly (augmented inputs get their own)."""
+    tf = _tf.tf()
+    probabilities = outputs_probabilities(teacher)
+
+    def pack(x: Any, y: Any) -> Any:
+        out = teacher(x, training=False)
+        out = tf.reshape(out, [tf.shape(out)[0], -1])
+        if probabilities:  # log-probabilities: logits up to a per-sample constant
+            out = tf.math.log(tf.clip_by_value(out, _EPSILON, 1.0))
+        labels = tf.cast(tf.reshape(y, [-1, 1]), tf.float32)
+        if not labelled:
+            labels = tf.zeros_like(labels)
+        return x, tf.concat([labels, tf.cast(out, tf.float32)], axis=1)
+
+    return pack
 
 
 def distillation_loss(distill: Distillation, student_probabilities: bool) -> Any:
-    """The per-sample loss of ``Distillation`` on packed targets (``pack_targets``)."""
+    """The per-sample loss of ``Distillation`` on packed targets (``teacher_targets``)."""
     tf = _tf.tf()  # here, not in the traced function
     t, alpha = distill.temperature, distill.alpha
 

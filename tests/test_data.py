@@ -50,17 +50,18 @@ def test_not_an_npz(tmp_path):
 def test_calib_forms(tmp_path):
     x = np.random.default_rng(0).random((5, 4, 4, 1)).astype(np.float32)
     np.save(tmp_path / "c.npy", x)
-    assert data.load_calib(tmp_path / "c.npy").shape == (5, 4, 4, 1)
+    assert data.load_samples(tmp_path / "c.npy", "--calib").shape == (5, 4, 4, 1)
     np.savez(tmp_path / "c.npz", samples=x)
-    assert data.load_calib(tmp_path / "c.npz").shape == (5, 4, 4, 1)
+    assert data.load_samples(tmp_path / "c.npz", "--calib").shape == (5, 4, 4, 1)
     from PIL import Image
 
     folder = tmp_path / "imgs"
     folder.mkdir()
     for i in range(3):
         Image.fromarray((x[i, :, :, 0] * 255).astype(np.uint8)).save(folder / f"{i}.png")
-    imgs = data.load_calib(folder)
-    assert imgs.shape == (3, 4, 4, 1) and imgs.min() >= 0 and imgs.max() <= 1
+    imgs = data.load_samples(folder, "--calib", (None, 4, 4, 1))  # pixel values as stored
+    assert imgs.shape == (3, 4, 4, 1)
+    assert np.array_equal(imgs[:], (x[:3] * 255).astype(np.uint8))
 
 
 def test_shape_checks_against_model():

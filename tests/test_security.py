@@ -148,7 +148,7 @@ def test_pickled_arrays_are_never_unpickled(tmp_path):
     with pytest.raises(DataError, match="pickled"):
         data.load_labelled(tmp_path / "d.npz", "--data")
     with pytest.raises(DataError, match="pickled"):
-        data.load_calib(tmp_path / "c.npy")
+        data.load_samples(tmp_path / "c.npy", "--calib")
     with pytest.raises(DataError, match="not a zip"):
         data.load_labelled(tmp_path / "p.npz", "--data")
     assert not marker.exists()

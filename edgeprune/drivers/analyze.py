@@ -91,25 +91,23 @@ def analyze_file(
     """Load and check the inputs (bad input fails before any work), then ``analyze``."""
     from edgeprune import data as data_mod
     from edgeprune import model_io
+    from edgeprune.data import load as data_load
     from edgeprune.pruning.importance import check_criterion
 
     if with_sensitivity and data_path is None:
         raise _needs_data()
     if samples < 1:
         raise BadInputError(f"--samples {samples}", "must be ≥ 1", "Use e.g. 500")
-    labelled = data_mod.load_labelled(data_path, "--data") if data_path else None
-    calib = data_mod.load_calib(calib_path) if calib_path else None
     if with_sensitivity:
-        check_criterion(criterion, calib, labelled)
+        check_criterion(criterion, calib_path, data_path)
     model = model_io.load_model(model_path, trust_model=trust_model)
     shape = tuple(model.input_shape)
     data = None
-    if labelled is not None:
-        x = data_mod.check_against_model(labelled.x, shape, f"--data {labelled.source}")
+    if data_path is not None:
+        labelled = data_load.load_labelled(data_path, "--data", shape)
         data_mod.check_labels(labelled, model_io.num_classes(model), "--data")
-        data = (x, labelled.y)
-    if calib is not None:
-        calib = data_mod.check_against_model(calib, shape, f"--calib {calib_path}")
+        data = (labelled.x, labelled.y)
+    calib = None if calib_path is None else data_load.load_samples(calib_path, "--calib", shape)
     _verify_translation(model, data, calib)
     return analyze(
         model, data=data, calib=calib, with_sensitivity=with_sensitivity,
@@ -147,11 +145,11 @@ def _needs_data() -> BadInputError:
 
 
 def _subset(data: tuple[Any, np.ndarray], n: int, seed: int) -> tuple[Any, np.ndarray]:
+    from edgeprune.data import sample_positions
+
     x, y = data
-    if len(y) <= n:
-        return x, y
-    idx = np.sort(np.random.default_rng(seed).choice(len(y), size=n, replace=False))
-    return x[idx], y[idx]
+    idx = sample_positions(len(y), n, seed)
+    return np.asarray(x[idx]), y[idx]
 
 
 # --- text rendering ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import numpy as np
 
 from edgeprune import converter
 from edgeprune import data as data_mod
+from edgeprune.data import load as data_load
 from edgeprune.drivers import pipeline
 from edgeprune.errors import BadInputError
 from edgeprune.measurement import CheckResult, Measurement
@@ -50,12 +51,11 @@ def check_tflite(
     measurements = [measure.flash(blob, target, path.name)]
     inputs = None
     if data is not None:
-        labelled = data_mod.load_labelled(data, "--data")
-        x = data_mod.check_against_model(labelled.x, shape, f"--data {data}")
+        labelled = data_load.load_labelled(data, "--data", tuple(shape))
         data_mod.check_labels(labelled, graph.tensors[graph.outputs[0]].shape[-1], "--data")
-        measurements.append(measure.accuracy(blob, x, labelled.y, str(data)))
-        samples = x[:pipeline.SAMPLES_ON_TARGET]
-        inputs = data_mod.Inputs(None, data_mod.Labelled(x, labelled.y, str(data)), None)
+        measurements.append(measure.accuracy(blob, labelled.x, labelled.y, str(data)))
+        samples = np.asarray(labelled.x[:pipeline.SAMPLES_ON_TARGET])
+        inputs = data_mod.Inputs(None, labelled, None)
     else:
         samples = np.random.default_rng(0).random((4, *shape[1:]), dtype=np.float32)
     measurements.append(measure.host_latency(blob, samples[0], target))

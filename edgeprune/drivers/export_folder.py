@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprune import data as data_mod
+from edgeprune.data import load as data_load
+from edgeprune.dataspec import DataSpec, data_spec
 from edgeprune.drivers.verify import MANIFEST, build_folders
 from edgeprune.errors import BadInputError
 from edgeprune.exporters import onnx as export_onnx
@@ -66,22 +67,29 @@ def export_onnx_into(folder: Path, samples: Path | None = None) -> Path:
     return folder / export_onnx.FILENAME
 
 
+def _recorded_data_spec(folder: Path) -> DataSpec:
+    try:
+        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+        return data_spec(f"{folder / 'report.json'} recipe", report["recipe"].get("data", {}))
+    except (OSError, ValueError, KeyError, TypeError):  # older reports: the defaults
+        return DataSpec()
+
+
 def _samples(folder: Path, path: Path | None, tflite: Path) -> tuple[np.ndarray, str]:
     from edgeprune.tflite.graph import parse_tflite
 
     graph = parse_tflite(tflite, name=str(tflite))
     shape = (None, *graph.tensors[graph.inputs[0]].shape[1:])
+    spec = _recorded_data_spec(folder)  # images are read as the build read them
     if path is not None:
-        x = data_mod.load_calib(path, "--samples")
-        return data_mod.check_against_model(x, shape, f"--samples {path}"), f"--samples {path}"
+        return data_load.load_samples(path, "--samples", shape, spec), f"--samples {path}"
     recorded = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("inputs", {})
     for name in SAMPLE_INPUTS:
         entry = recorded.get(name) or {}
         file = Path(entry.get("path") or "")
         if entry.get("path") and file.exists() and sha256_path(file) == entry.get("sha256"):
-            what = f"the build's --{name} {file}"
-            x = data_mod.load_calib(file, f"--{name}")
-            return data_mod.check_against_model(x, shape, what), what
+            return (data_load.load_samples(file, f"the build's --{name}", shape, spec),
+                    f"the build's --{name} {file}")
     raise BadInputError(
         str(folder), "records no --val, --calib or --data file that is still unchanged at its "
         "path, to run model.onnx and model.tflite on",

@@ -186,7 +186,7 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
                     calib=inputs.calib, target=target)
                 onnx_rep = None if onnx_model is None else {
                     **export_onnx.agreement(tflite, onnx_model, *(
-                        inputs.model_inputs() or (samples, samples_from))),
+                        inputs.model_inputs(export_onnx.MAX_SAMPLES) or (samples, samples_from))),
                     "written_by": "edgeprune build --export onnx"}
             with timer.stage("check"):
                 checks = check.run(measurements, target, base["accuracy"])
@@ -286,9 +286,9 @@ def _samples(inputs: data_mod.Inputs,
              input_shape: tuple[int | None, ...]) -> tuple[np.ndarray, str]:
     """Samples to run on devices and emulators (and to check a Keras 3 translation on), and
     where they come from: held-out or calibration data, else seeded noise of the input shape."""
-    found = inputs.model_inputs()
+    found = inputs.model_inputs(SAMPLES_ON_TARGET)
     if found is not None:
-        return found[0][:SAMPLES_ON_TARGET], found[1]
+        return found
     shape = [d or 1 for d in input_shape[1:]]
     return (np.random.default_rng(0).random((4, *shape), dtype=np.float32),
             "seeded random inputs (no --val, --data or --calib)")

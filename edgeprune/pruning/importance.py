@@ -9,7 +9,7 @@ others. Criteria register by name; ``--criterion`` picks one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,14 +183,12 @@ def _submodel(graph: ChannelGraph, keys: list[str], with_output: bool = False) -
     return keras.Model(model.inputs, outs)
 
 
-def _batches(x: Any, batch_size: int) -> list[Any]:
+def _batches(x: Any, batch_size: int) -> Iterator[Any]:
+    """Batches read one at a time (``x`` may be ``Rows`` read from disk, or a list of them)."""
     xs = x if isinstance(x, list | tuple) else [x]
-    n = len(xs[0])
-    out = []
-    for i in range(0, n, batch_size):
+    for i in range(0, len(xs[0]), batch_size):
         part = [np.asarray(a[i : i + batch_size]) for a in xs]
-        out.append(part if isinstance(x, list | tuple) else part[0])
-    return out
+        yield part if isinstance(x, list | tuple) else part[0]
 
 
 def _per_sample_mean(a: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], n: int) -> np.ndarray:

@@ -51,7 +51,7 @@ def near_zero_fraction(model: Any, on: str = "bn", tol: float = NEAR_ZERO) -> fl
 
 def sparsify(
     model: Any,
-    x: np.ndarray,
+    x: Any,
     y: np.ndarray,
     *,
     l1: float,
@@ -90,12 +90,12 @@ def sparsify(
         return task
 
     rng = np.random.default_rng(seed)
-    x, y = np.asarray(x), np.asarray(y)
+    y = np.asarray(y)  # x may be Rows: each batch is read when its step runs
     for epoch in range(epochs):
-        order = rng.permutation(len(x))
+        order = rng.permutation(len(y))
         losses = [
-            float(step(x[idx], y[idx]))
-            for idx in (order[i : i + batch_size] for i in range(0, len(x), batch_size))
+            float(step(np.asarray(x[idx]), y[idx]))
+            for idx in (order[i : i + batch_size] for i in range(0, len(y), batch_size))
         ]
         log.info(
             "L1 phase epoch %d/%d: loss %.4f, %.0f%% of |%s| < %g",

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from edgeprune.data import Labelled, fit_split
+from edgeprune.data.stream import training_dataset
 from edgeprune.errors import BadInputError
 from edgeprune.pruning.batchnorm import bn_sample, recalibrate_bn
 from edgeprune.pruning.graph import ChannelGraph, build_graph
@@ -361,8 +362,9 @@ class _Search:
         passes = -(-n // len(self.fit))
         order = np.concatenate([rng.permutation(len(self.fit)) for _ in range(passes)])[:n]
         compile_for_training(model, self.learning_rate)
-        model.fit(self.fit.x[order], self.fit.y[order], batch_size=self.batch_size, epochs=1,
-                  shuffle=False, verbose=0)
+        batches, _ = training_dataset(self.fit.x, self.fit.y, self.batch_size, seed=self.seed,
+                                      epochs=1, order=order)
+        model.fit(batches, epochs=1, verbose=0)
 
     def _evaluate(self, model: Any) -> tuple[float, float]:
         """(accuracy, cross-entropy) on the scoring split, in inference mode."""

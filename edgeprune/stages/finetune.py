@@ -14,21 +14,21 @@ bench/early_stopping.md compares this one scored highest over both examples (98.
 stopping).
 
 With ``distill`` the loss is knowledge distillation from the input model (training.py
-``Distillation``; docs/pruning.md). The teacher's logits are computed once, in inference mode,
-for the fixed training samples (what a per-batch pass would give, up to rounding; one pass
-instead of one per epoch) and reach the loss packed beside the labels in Keras' y, so the
-student stays the model ``fit`` trains and every callback (TF-MOT's, early stopping) works
-unchanged. Early stopping still watches the shipped model's cross-entropy on the labelled
-monitor split; without ``--data`` the fine-tune trains on the calibration samples with the
-teacher-only loss and watches that loss on a monitor split of them.
-Seeded, with TensorFlow's op determinism on: same inputs, same weights.
+``Distillation``; docs/pruning.md). The teacher's logits are computed batch by batch in the
+input pipeline, in inference mode (on the augmented batch when augmentation is on), and reach
+the loss packed beside the labels in Keras' y, so the student stays the model ``fit`` trains
+and every callback (TF-MOT's, early stopping) works unchanged. Early stopping still watches
+the shipped model's cross-entropy on the labelled monitor split; without ``--data`` the
+fine-tune trains on the calibration samples with the teacher-only loss and watches that loss
+on a monitor split of them.
+Training data streams (data/stream.py): batches are read from their source as needed, in a
+seeded order. Seeded, with TensorFlow's op determinism on: same inputs, same weights.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ import numpy as np
 
 from edgeprune import _tf, progress
 from edgeprune.data import Inputs, Labelled, fit_split
+from edgeprune.data.stream import training_dataset
 from edgeprune.recipe import Recipe
 from edgeprune.stages.prune import Pruned
 from edgeprune.training import (
@@ -45,8 +46,8 @@ from edgeprune.training import (
     deferred_interrupt,
     distillation_scores,
     model_logits,
-    pack_targets,
     seed_everything,
+    teacher_targets,
 )
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 PATIENCE = 3
 # For the stage's cache key; QAT's fine-tune reads the same (stages/qat.py).
 READS = ("epochs", "batch_size", "learning_rate", "optimizer", "lr_schedule", "warmup_epochs",
-         "distill", "temperature", "alpha", "seed")
+         "distill", "temperature", "alpha", "seed", "data")
 CHANNEL_CUTTERS = ("structured", "hybrid", "auto")
 
 
@@ -134,9 +135,12 @@ def run(pruned: Pruned, inputs: Inputs, recipe: Recipe, log_dir: Path | None,
     seed_everything(recipe.seed)
     model = pruned.model
     train, monitor = fit_split(samples, recipe.seed)
-    steps = math.ceil(len(train) / recipe.batch_size)
     distill = None if not recipe.distill else Distillation(
         recipe.temperature, recipe.alpha if labelled else 0.0)
+    dataset, steps = training_dataset(
+        train.x, train.y, recipe.batch_size, seed=recipe.seed, epochs=recipe.epochs,
+        augment=recipe.data, targets=None if distill is None else teacher_targets(
+            teacher, labelled))
     compile_for_training(model, recipe.learning_rate, optimizer=recipe.optimizer,
                          lr_schedule=recipe.lr_schedule, total_steps=recipe.epochs * steps,
                          warmup_steps=recipe.warmup_epochs * steps, distill=distill)
@@ -148,9 +152,7 @@ def run(pruned: Pruned, inputs: Inputs, recipe: Recipe, log_dir: Path | None,
         from edgeprune.pruning.batchnorm import bn_sample
 
         bn_x = bn_sample(train.x, recipe.seed)
-    y: np.ndarray = train.y
     if distill is not None:  # Keras' val_loss would be the distillation loss: score apart
-        y = pack_targets(train.y if labelled else None, model_logits(teacher, train.x))
         if monitor is not None and labelled:
             callbacks.append(shipped_monitor(monitor, bn_x))
             watched = "val_shipped_loss"
@@ -160,7 +162,8 @@ def run(pruned: Pruned, inputs: Inputs, recipe: Recipe, log_dir: Path | None,
                 m, monitor.x, logits, recipe.temperature), bn_x))
             watched = "val_distill_loss"
     elif monitor is not None:
-        validation = (monitor.x, monitor.y)
+        validation = training_dataset(monitor.x, monitor.y, recipe.batch_size, seed=0,
+                                      epochs=1, order=np.arange(len(monitor)))[0]
         if bn_x is not None:
             callbacks.append(shipped_monitor(monitor, bn_x))
             watched = "val_shipped_loss"
@@ -181,16 +184,8 @@ def run(pruned: Pruned, inputs: Inputs, recipe: Recipe, log_dir: Path | None,
         callbacks = tfmot.with_summaries(callbacks, log_dir)
     callbacks.append(progress.keras_callback(recipe.epochs, steps))
     with deferred_interrupt(model):
-        history = model.fit(
-            train.x,
-            y,
-            batch_size=recipe.batch_size,
-            epochs=recipe.epochs,
-            validation_data=validation,
-            callbacks=callbacks,
-            shuffle=True,
-            verbose=0,
-        )
+        history = model.fit(dataset, epochs=recipe.epochs, steps_per_epoch=steps,
+                            validation_data=validation, callbacks=callbacks, verbose=0)
     summary = _summary(history.history, recipe.epochs, watched if monitor else None,
                        pruned.min_epochs)
     if distill is not None:

@@ -11,6 +11,7 @@ from tiny_models import blobs, tiny_classifier
 
 from edgeprune import _tf, training
 from edgeprune.data import Inputs, Labelled, fit_split
+from edgeprune.data.stream import training_dataset
 from edgeprune.recipe import Recipe
 from edgeprune.stages import finetune
 from edgeprune.stages.prune import Pruned
@@ -92,7 +93,13 @@ def test_the_distillation_loss_is_the_formula():
     kl = (np.exp(tl) * (tl - sl)).sum(axis=1)
     ce = -log_softmax(s)[np.arange(5), y]
     want = alpha * ce + (1 - alpha) * temperature**2 * kl
-    packed = training.pack_targets(y, t.astype(np.float32))
+    # the teacher: a linear layer with identity weights, so its logits on x = t are t
+    inp = keras.Input((4,))
+    teacher = keras.Model(inp, keras.layers.Dense(4, use_bias=False,
+                                                  kernel_initializer="identity")(inp))
+    _, packed = training.teacher_targets(teacher, labelled=True)(t.astype(np.float32), y)
+    packed = np.asarray(packed)
+    assert packed[:, 0].tolist() == y.tolist() and np.allclose(packed[:, 1:], t, atol=1e-6)
     distill = training.Distillation(temperature, alpha)
     from_logits = training.distillation_loss(distill, student_probabilities=False)
     probs = np.exp(log_softmax(s)).astype(np.float32)
@@ -135,8 +142,8 @@ def test_the_optimizers():
 
 
 def test_the_defaults_leave_the_fine_tune_unchanged(data):
-    """Adam at a constant rate, no distillation: the same weights as the fine-tune's code before
-    these options (its compile and fit, written out here), bit for bit."""
+    """Adam at a constant rate, no distillation: the same weights as a plain Keras compile and
+    fit (written out here) on the stage's seeded batches, bit for bit."""
     recipe = Recipe(epochs=3, learning_rate=1e-2, seed=4)
     inputs = Inputs(train=data, val=None, calib=None)
     model, _ = finetune.run(Pruned(model=tiny_classifier()), inputs, recipe, None)
@@ -147,8 +154,8 @@ def test_the_defaults_leave_the_fine_tune_unchanged(data):
                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=False),
                    metrics=["accuracy"])
     train, monitor = fit_split(data, 4)
-    before.fit(train.x, train.y, batch_size=32, epochs=3, validation_data=(monitor.x, monitor.y),
-               shuffle=True, verbose=0)
+    batches, steps = training_dataset(train.x, train.y, 32, seed=4, epochs=3)
+    before.fit(batches, epochs=3, steps_per_epoch=steps, verbose=0)
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), before.get_weights(),
                                                     strict=True))
     assert not all(np.array_equal(a, b) for a, b in zip(  # and it did train
