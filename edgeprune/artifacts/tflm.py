@@ -18,6 +18,7 @@ or within one quantization step) and, for information, with LiteRT's default XNN
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,8 @@ def _banner(blob: bytes) -> str:
             f"(sha256 {digest}). Do not edit.\n")
 
 
-def model_data_h(blob: bytes, arena_min: int, arena_recommended: int) -> str:
+def model_data_h(blob: bytes, arena_min: int, arena_recommended: int,
+                 contract: str = "") -> str:
     return (
         _banner(blob)
         + "#ifndef EDGEPRUNE_MODEL_DATA_H_\n#define EDGEPRUNE_MODEL_DATA_H_\n\n"
@@ -132,8 +134,34 @@ def model_data_h(blob: bytes, arena_min: int, arena_recommended: int) -> str:
         "// buffers (e.g. CMSIS-NN). Declare: alignas(16) uint8_t arena[kModelArenaSize];\n"
         f"constexpr unsigned int kModelArenaMinSize = {arena_min};\n"
         f"constexpr unsigned int kModelArenaSize = {arena_recommended};\n\n"
-        "#endif  // EDGEPRUNE_MODEL_DATA_H_\n"
+        + contract
+        + "#endif  // EDGEPRUNE_MODEL_DATA_H_\n"
     )
+
+
+def input_contract(preprocessing: dict[str, Any] | None, classes: list[str]) -> str:
+    """The deployed model's input contract, as the build read its images: size, colour mode,
+    scale and offset (recipe [data]), and the class names of an image folder's labels."""
+    text = ""
+    if preprocessing is not None:
+        height, width = preprocessing["image_size"]
+        channels = 1 if preprocessing["color_mode"] == "grayscale" else 3
+        text += (
+            "// Input contract: the build read its images as "
+            f"{height}x{width} {preprocessing['color_mode']}, resized with "
+            f"{preprocessing['interpolation']} interpolation where needed, then\n"
+            f"// {preprocessing['formula']} (per channel value). Feed samples the same way.\n"
+            f"constexpr int kInputHeight = {height};\n"
+            f"constexpr int kInputWidth = {width};\n"
+            f"constexpr int kInputChannels = {channels};\n"
+            f"constexpr float kInputScale = {float(preprocessing['scale'])!r}f;\n"
+            f"constexpr float kInputOffset = {float(preprocessing['offset'])!r}f;\n\n")
+    if classes:
+        names = ", ".join(json.dumps(name, ensure_ascii=True) for name in classes)
+        text += ("// Output index -> class (the sorted class folder names).\n"
+                 f"constexpr int kNumClasses = {len(classes)};\n"
+                 f"inline constexpr const char* kClassNames[kNumClasses] = {{{names}}};\n\n")
+    return text
 
 
 def model_data_cc(blob: bytes) -> str:
@@ -273,7 +301,9 @@ def build(
 
     files = {
         "model_data.cc": model_data_cc(blob),
-        "model_data.h": model_data_h(blob, arena.min_bytes, arena.recommended_bytes),
+        "model_data.h": model_data_h(blob, arena.min_bytes, arena.recommended_bytes,
+                                     input_contract(inputs.preprocessing, inputs.classes)
+                                     if inputs is not None else ""),
         "op_resolver.h": op_resolver_h(blob, methods),
     }
     paths = []

@@ -53,6 +53,21 @@ class Inputs:
         return None
 
 
+    def report(self) -> dict[str, Any]:
+        """report.json's ``data``: what was found in each input, and the input contract."""
+        out: dict[str, Any] = {}
+        for name, part in (("train", self.train), ("val", self.val)):
+            if part is not None:
+                out[name] = {"source": part.source, "samples": len(part), **part.found}
+        if self.calib is not None:
+            out["calib"] = {"samples": len(self.calib)}
+        if self.preprocessing is not None:
+            out["preprocessing"] = self.preprocessing
+        if self.classes:
+            out["classes"] = {name: i for i, name in enumerate(self.classes)}
+        return out
+
+
 def check_against_model(
     x: Samples, input_shape: tuple[int | None, ...], what: str
 ) -> Samples:

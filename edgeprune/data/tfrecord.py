@@ -61,6 +61,12 @@ class Records:
                 "records_per_label": {str(i): int(c) for i, c in enumerate(counts)}}
 
 
+def _where(what: str, files: list[Path], number: int, record: int) -> str:
+    """An error's subject: the option and path, the file when a glob matched several."""
+    return (f"{what} (record {record})" if len(files) == 1
+            else f"{what}: {files[number]} (record {record})")
+
+
 def _example(blob: bytes) -> Any:
     from edgeprune import _tf
 
@@ -97,7 +103,7 @@ def index(pattern: str, spec: DataSpec, what: str) -> Records:
             f.seek(0)
             record = 0
             while head := f.read(_HEADER.size):
-                where = f"{what}: {file} record {record}"
+                where = _where(what, files, number, record)
                 if len(head) < _HEADER.size:
                     raise DataError(where, "is truncated", "Rewrite the file")
                 (length, _), offset = _HEADER.unpack(head), f.tell()
@@ -151,7 +157,7 @@ def reader(records: Records, pre: Preprocessing, what: str) -> Callable[[np.ndar
                 f = handles.get(number) or handles.setdefault(number,
                                                               records.files[number].open("rb"))
                 f.seek(offset)
-                where = f"{what}: {records.files[number]} record {record}"
+                where = _where(what, records.files, number, record)
                 out.append(_pixels(_example(f.read(length)), records.spec, pre, where))
         finally:
             for f in handles.values():

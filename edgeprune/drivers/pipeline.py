@@ -202,7 +202,7 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
                     estimate=estimate, finetune=trained, qat_finetune=qat_trained,
                     pruning_groups=pruned.groups, reused_stages=list(cache.reused),
                     search=pruned.search, sensitivity=pruned.sensitivity, onnx=onnx_rep,
-                    model_in=model_in, model_out=model_out,
+                    model_in=model_in, model_out=model_out, data=inputs.report(),
                     **on_target)
                 if cache.reused:
                     rep.notes.append(f"--resume: reused the cached output of "

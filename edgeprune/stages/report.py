@@ -46,6 +46,7 @@ class BuildReport:
     finetune: dict[str, Any] | None = None
     pruning_groups: list[dict[str, Any]] = field(default_factory=list)
     reused_stages: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)  # inputs found, preprocessing, classes
     # The Keras 3 input's translation check (None: a tf_keras model, kept as null) and the
     # model.keras written in the input's flavour.
     model_in: dict[str, Any] | None = None
