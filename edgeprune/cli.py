@@ -92,11 +92,12 @@ def _on_target(device: str | None, known_hosts: Path | None, identity: Path | No
               help="Target profile name (see `edgeprune targets`) or path to a .toml; repeatable.")
 @click.option("--model", type=Path, help="Keras model: .keras, .h5 or SavedModel folder. "
               "Default: the bundled digits example.")
-@click.option("--data", type=Path, help="Labelled training data (.npz with x, y) for fine-tuning.")
-@click.option("--val", type=Path, help="Labelled held-out data for every accuracy figure "
-              "(default: a seeded 15 % of --data, never trained on).")
-@click.option("--calib", type=Path, help="Calibration samples (.npz/.npy or image folder); "
-              "default: a sample of --data.")
+@click.option("--data", type=Path, help="Labelled training data for fine-tuning: .npz (x, y), "
+              "image folder with class sub-folders, or TFRecord file/glob.")
+@click.option("--val", type=Path, help="Labelled held-out data for every accuracy figure, as "
+              "--data (default: a seeded 15 % of --data, never trained on).")
+@click.option("--calib", type=Path, help="Calibration samples (.npz/.npy, image folder or "
+              "TFRecord); default: a sample of --data.")
 @click.option("--recipe", "recipe_file", type=Path, help="Recipe TOML (overrides target defaults).")
 @click.option("--prune", type=click.Choice(recipe_options.PRUNE_MODES),
               help="Pruning method; auto: prune channels until the target's latency/RAM/flash "
@@ -215,7 +216,7 @@ def _summary_line(rep: dict[str, Any], folder: Path) -> str:
 @main.command(context_settings=CONTEXT)
 @click.argument("model", type=Path)
 @click.option("--target", "-t", "target_spec", required=True, help="Target name or .toml path.")
-@click.option("--data", type=Path, help="Labelled data (.npz with x, y) to measure accuracy.")
+@click.option("--data", type=Path, help="Labelled data to measure accuracy on (as build's).")
 @click.option("--json", "as_json", is_flag=True, help="Print checks and measurements as JSON.")
 @click.option("--strict", is_flag=True, help="Exit 1 also when a budget could not be checked.")
 @_on_target_options
@@ -246,7 +247,7 @@ def check(model: Path, target_spec: str, data: Path | None, as_json: bool, stric
 
 @main.command(context_settings=CONTEXT)
 @click.argument("model", type=Path)
-@click.option("--data", type=Path, help="Labelled samples (.npz with x, y) for --sensitivity.")
+@click.option("--data", type=Path, help="Labelled samples (as build's --data) for --sensitivity.")
 @click.option("--calib", type=Path, help="Samples for activation criteria (default: --data).")
 @click.option("--sensitivity", "with_sensitivity", is_flag=True, help="Prune each channel group "
               "alone at 25/50/75 % (no fine-tuning) and report the accuracy drop; needs --data.")
@@ -293,7 +294,7 @@ def report(folder: Path) -> None:
               type=click.Choice(recipe_options.EXPORT_FORMATS),
               help="Format to write; repeatable. onnx: model.onnx from model.tflite (needs "
               "pip install 'edgeprune[onnx]').")
-@click.option("--samples", type=Path, help="Model inputs (.npz/.npy or image folder) to compare "
+@click.option("--samples", type=Path, help="Model inputs (as --calib) to compare "
               "ONNX and LiteRT outputs on (default: the build's --val, else --calib, else --data).")
 @handle_errors
 def export(folder: Path, formats: tuple[str, ...], samples: Path | None) -> None:

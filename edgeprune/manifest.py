@@ -6,6 +6,7 @@ recipe, and tool versions (read from package metadata, so TensorFlow is not impo
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import platform
@@ -47,12 +48,17 @@ def sha256_file(path: Path) -> str:
 
 
 def sha256_path(path: Path) -> str:
-    """A file's sha256, or for a folder (SavedModel) the hash of its sorted file hashes."""
+    """A file's sha256, or for a folder (SavedModel, image folder) or a glob of files (TFRecord
+    shards) the hash of its sorted file names and hashes."""
     if path.is_file():
         return sha256_file(path)
+    if path.is_dir():
+        root, files = path, (p for p in path.rglob("*") if p.is_file())
+    else:
+        root, files = path.parent, (Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
     h = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f"{file.relative_to(path).as_posix()}\0{sha256_file(file)}\n".encode())
+    for file in sorted(files):
+        h.update(f"{file.relative_to(root).as_posix()}\0{sha256_file(file)}\n".encode())
     return h.hexdigest()
 
 

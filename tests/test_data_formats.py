@@ -257,7 +257,7 @@ def test_training_batches_are_seeded_and_cover_every_sample_each_epoch():
     ds, steps = training_dataset(x, y, 4, seed=1, epochs=2)
     batches = [b.numpy().tolist() for _, b in ds]
     assert steps == 3 and len(batches) == 6
-    epochs = [sum(batches[:3], []), sum(batches[3:], [])]
+    epochs = [[i for b in batches[:3] for i in b], [i for b in batches[3:] for i in b]]
     assert all(sorted(e) == list(range(10)) for e in epochs) and epochs[0] != epochs[1]
     again = [b.numpy().tolist() for _, b in training_dataset(x, y, 4, seed=1, epochs=2)[0]]
     assert again == batches

@@ -24,6 +24,7 @@ CHECK_CHUNK = 4096  # samples checked for NaN/inf at a time in a memory-mapped a
 
 _NPZ_FIX = "Save it with numpy.savez(path, x=inputs, y=labels)"
 _PICKLED = "allow_pickle=False"  # numpy's message when an array holds pickled Python objects
+_MAPPED_OBJECTS = "Python objects in dtype"  # ... and when such an array is memory-mapped
 NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
 
 
@@ -42,7 +43,8 @@ def _read_head(path: Path, what: str, wanted: str) -> bytes:
 
 
 def _load_error(what: str, kind: str, exc: Exception, fix: str) -> DataError:
-    if _PICKLED in str(exc):  # never unpickle: a pickle runs code when loaded
+    if _PICKLED in str(exc) or _MAPPED_OBJECTS in str(exc):  # never unpickle: a pickle runs
+        # code when loaded
         return DataError(what, "holds pickled Python objects (an object array), which "
                          "edgeprune never loads", "Save plain numeric arrays (np.asarray(x, "
                          "dtype=np.float32)) with numpy.savez")

@@ -26,7 +26,8 @@ def kind(path: Path) -> str:
     text = str(path)
     if tfrecord.is_tfrecord(text) or any(c in text for c in "*?["):
         return "tfrecord"
-    return "images" if path.is_dir() else "arrays"
+    # a folder named like an array file is a mistake the arrays loader names ("is a folder")
+    return "images" if path.is_dir() and path.suffix.lower() not in (".npz", ".npy") else "arrays"
 
 
 def preprocessing(spec: DataSpec, input_shape: tuple[int | None, ...], paths: list[Path | None],

@@ -153,7 +153,7 @@ def test_the_defaults_leave_the_fine_tune_unchanged(data):
     before.compile(optimizer=keras.optimizers.Adam(1e-2),
                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=False),
                    metrics=["accuracy"])
-    train, monitor = fit_split(data, 4)
+    train, _ = fit_split(data, 4)
     batches, steps = training_dataset(train.x, train.y, 32, seed=4, epochs=3)
     before.fit(batches, epochs=3, steps_per_epoch=steps, verbose=0)
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), before.get_weights(),
