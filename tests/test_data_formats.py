@@ -301,3 +301,22 @@ def test_tfrecord_names_are_recognised():
     assert tfrecord.is_tfrecord("train.tfrecord") and tfrecord.is_tfrecord("a.tfrec")
     assert tfrecord.is_tfrecord("train.tfrecord-00001-of-00004")
     assert not tfrecord.is_tfrecord("train.npz")
+
+
+def test_channel_pruning_never_reads_a_whole_dataset():
+    """A weight criterion reads no sample; a data criterion reads in batches (bench/data_memory
+    found the input check converting a 100,000-image folder to one array)."""
+    from edgeprune.pruning import prune_structured
+
+    x, y = blobs(300)
+    sizes: list[int] = []
+
+    def read(index: np.ndarray) -> np.ndarray:
+        sizes.append(len(index))
+        return x[index]
+
+    rows = Rows.over(read, len(x), x.shape[1:])
+    prune_structured(tiny_classifier(), sparsity=0.5, criterion="l1", data=(rows, y))
+    assert sizes == []
+    prune_structured(tiny_classifier(), sparsity=0.5, criterion="taylor", data=(rows, y))
+    assert sum(sizes) == len(x) and max(sizes) <= 256

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeprune.data.rows import Rows
 from edgeprune.errors import BadInputError
 from edgeprune.pruning.graph import ChannelGraph, build_graph
 from edgeprune.pruning.importance import Context, check_criterion, score_groups
@@ -237,7 +238,12 @@ def _check_data(model: Any, calib: Any, data: Any) -> tuple[Any, Any]:
 
 
 def _check_x(model: Any, x: Any, option: str) -> Any:
-    xs = [np.asarray(a) for a in x] if isinstance(x, list | tuple) else [np.asarray(x)]
+    # Samples read from disk (data.Rows) keep being read in batches: only their shape is
+    # checked here, never converted to one array (that would read a whole dataset).
+    def array_like(a: Any) -> Any:
+        return a if isinstance(a, Rows) else np.asarray(a)
+
+    xs = [array_like(a) for a in x] if isinstance(x, list | tuple) else [array_like(x)]
     if len(xs) != len(model.inputs):
         raise BadInputError(
             option,
