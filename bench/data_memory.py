@@ -380,7 +380,7 @@ def _profile_lines(prof: dict[str, Any]) -> list[str]:
              f"{prof['before']['peak_rss_mib']:,.0f} → {prof['after']['peak_rss_mib']:,.0f} MiB.",
              "", "| caller | reads | samples read |", "|---|---|---|"]
     lines += [f"| `{w}` | {v['reads']:,} | {v['samples']:,} |"
-              for w, v in prof["reads"].items()]
+              for w, v in prof["reads"].items()] or ["| (none) | 0 | 0 |"]
     return [*lines, ""]
 
 
@@ -471,12 +471,14 @@ def verdict(res: dict[str, Any]) -> list[str]:
                    f"outside it the build process's largest sample is {_mib(rest)} "
                    f"({_mib(small_rest)} at N, {(rest / small_rest - 1) * 100:+.1f} %).")
     prof = res.get("profile")
-    if prof:
+    if prof and prof["reads"]:
         where, most = max(prof["reads"].items(), key=lambda kv: kv[1]["samples"])
         out.append(f"  In the prune stage, `{where}` reads {most['samples']:,} of the "
-                   f"{prof['images']:,} training samples ({most['reads']:,} reads): "
-                   "`np.asarray` on the streamed samples materialises the whole training set "
-                   "as float32 (profile below).")
+                   f"{prof['images']:,} training samples ({most['reads']:,} reads) "
+                   "(profile below).")
+    elif prof:
+        out.append("  The prune stage (l1 criterion) reads none of the "
+                   f"{prof['images']:,} training samples (profile below).")
     tp = res.get("throughput")
     if tp:
         for what, by in tp["median"].items():
