@@ -29,6 +29,7 @@ OPTIONS = {
     "--after-prune": ("after_prune", recipe.AFTER_PRUNE),
     "--optimizer": ("optimizer", recipe.OPTIMIZERS),
     "--lr-schedule": ("lr_schedule", recipe.LR_SCHEDULES),
+    "--schedule": ("schedule", recipe.SCHEDULES),
 }
 
 

@@ -58,8 +58,10 @@ class BuildReport:
     device: str | None = None  # --device
     emulation: dict[str, Any] | None = None  # --emulate
     onnx: dict[str, Any] | None = None  # --export onnx: agreement of model.onnx with LiteRT
+    schedule: dict[str, Any] | None = None  # schedule "gradual": each cut and its fine-tune
 
-    OPTIONAL = ("qat_finetune", "search", "sensitivity", "device", "emulation", "onnx")
+    OPTIONAL = ("qat_finetune", "search", "sensitivity", "device", "emulation", "onnx",
+                "schedule")
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
