@@ -71,7 +71,11 @@ def run(model: Any, pruned: Pruned, inputs: Inputs, recipe: Recipe, target: Targ
     groups = plan(model, pruned, recipe)
     if pruned.skip_finetune or all(g.kept == g.channels for g in groups.values()):
         trained, summary = finetune.run(pruned, inputs, recipe, log_dir, model)
-        return pruned.strip(trained), summary  # nothing to cut: as the one-shot build does
+        why = ("gradual schedule: the plan removes no channel (after rounding to the target's "
+               "channel multiple, or --prune auto took no step), so nothing was cut in steps: "
+               "the one-shot build's fine-tune ran")
+        return pruned.strip(trained), {**summary, "schedule": {
+            "schedule": "gradual", "steps": 0, "rows": [], "notes": [why]}}
     k = recipe.cuts()
     fractions = cubic_fractions(k)
     targets = kept_per_step({n: g.channels for n, g in groups.items()},
@@ -154,8 +158,8 @@ def split(trained: dict[str, Any] | None) -> tuple[dict[str, Any] | None,
 
 def notes(schedule: dict[str, Any] | None) -> list[str]:
     """For report.json ``notes``."""
-    if schedule is None:
-        return []
+    if schedule is None or not schedule["rows"]:
+        return [] if schedule is None else schedule["notes"]
     rows = schedule["rows"]
 
     def joined(key: str, fmt: str) -> str:
