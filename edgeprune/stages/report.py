@@ -184,7 +184,7 @@ def render_md(report: dict[str, Any]) -> str:
                   md_table(SEARCH_HEADER, _search_rows(report["search"])), ""]
         if report["search"].get("refine"):
             parts += [_refine_summary(report["search"]), ""]
-    if report.get("schedule"):
+    if (report.get("schedule") or {}).get("rows"):  # empty when the plan cut nothing
         parts += ["## Gradual schedule", "", md_table(SCHEDULE_HEADER,
                                                       _schedule_rows(report["schedule"])), ""]
     for title, rows in _details(report):
@@ -353,7 +353,7 @@ def render_html(report: dict[str, Any]) -> str:
         ("Sensitivity", _img(plots.sensitivity(report.get("sensitivity") or []), "sensitivity")),
         ("Budget search (--prune auto)", _search_html(report.get("search"))),
         ("Gradual schedule", html_table(SCHEDULE_HEADER, _schedule_rows(report["schedule"]))
-         if report.get("schedule") else ""),
+         if (report.get("schedule") or {}).get("rows") else ""),
         ("Measurements", html_table(("quantity", "value", "unit", "method", "where", "how"),
                                      _measurement_rows(report))),
         ("Notes", "".join(f"<p>{html.escape(n)}</p>" for n in report.get("notes", []))),
