@@ -119,6 +119,11 @@ def _on_target(device: str | None, known_hosts: Path | None, identity: Path | No
 @click.option("--after-prune", type=click.Choice(recipe_options.AFTER_PRUNE),
               help="After channel pruning, fine-tune the surviving weights (default) or "
               "re-initialise the smaller architecture and train it from scratch for --epochs.")
+@click.option("--schedule", type=click.Choice(recipe_options.SCHEDULES),
+              help="Channel pruning: cut to the plan at once (oneshot, default) or in --steps "
+              "cuts on a cubic schedule, each fine-tuned before the next; the steps share "
+              "--epochs (gradual; needs --data).")
+@click.option("--steps", type=int, help="Cuts of --schedule gradual, ≥ 2 (default 3).")
 @click.option("--weight-sparsity", type=float,
               help="Hybrid pruning: fraction of the remaining weights zeroed by TF-MOT.")
 @click.option("--epochs", type=int, help="Fine-tuning epochs (0: none).")

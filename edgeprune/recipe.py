@@ -24,6 +24,9 @@ AFTER_PRUNE = ("finetune", "retrain")
 EXPORT_FORMATS = ("onnx",)  # extra files of the emitted model (exporters/onnx.py)
 OPTIMIZERS = ("adam", "sgd", "adamw")  # fine-tuning optimizers (training.make_optimizer)
 LR_SCHEDULES = ("constant", "cosine")  # cosine: linear warm-up, then cosine decay to 0
+SCHEDULES = ("oneshot", "gradual")  # channels cut at once, or in `steps` cuts (cubic)
+CHANNEL_CUTTERS = ("structured", "hybrid", "auto")
+GRADUAL_STEPS = 3  # cuts of schedule "gradual" when `steps` is not given
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class Recipe:
     l1_on: str = "bn"
     l1_epochs: int = 0  # epochs of the L1 phase; 0: as many as `epochs`
     after_prune: str = "finetune"  # or "retrain": re-initialise the pruned architecture
+    schedule: str = "oneshot"  # or "gradual": reach the channel plan in `steps` cuts
+    steps: int = 0  # cuts of the gradual schedule; 0: GRADUAL_STEPS
     weight_sparsity: float = 0.5  # hybrid: magnitude-pruned fraction of the remaining weights
     quantize: str = "int8"
     epochs: int = 0
@@ -63,6 +68,7 @@ class Recipe:
         _check_choice("after-prune", self.after_prune, AFTER_PRUNE)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("lr-schedule", self.lr_schedule, LR_SCHEDULES)
+        _check_choice("schedule", self.schedule, SCHEDULES)
         for fmt in self.export:
             _check_choice("export", fmt, EXPORT_FORMATS)
         if not 0.0 <= self.l1 < float("inf"):  # also refuses NaN
@@ -94,6 +100,7 @@ class Recipe:
                 f"--learning-rate {self.learning_rate}", "must be finite and > 0", "Use e.g. 1e-3"
             )
         self._check_training()
+        self._check_schedule()
         channel_only = {"--l1": self.l1 > 0, "--after-prune retrain": self.after_prune == "retrain"}
         for option, used in channel_only.items():
             if used and self.prune not in ("structured", "hybrid"):
@@ -128,6 +135,48 @@ class Recipe:
                 "Use e.g. 0.5",
             )
 
+    def cuts(self) -> int:
+        """How many cuts reach the channel plan: 1 for ``oneshot``."""
+        if self.schedule == "oneshot":
+            return 1
+        return self.steps or GRADUAL_STEPS
+
+    def _check_schedule(self) -> None:
+        """``gradual``: channel pruning only, each cut fine-tuned for at least one epoch."""
+        if self.schedule == "oneshot":
+            if self.steps:
+                raise RecipeError(f"--steps {self.steps} with --schedule oneshot",
+                                  "steps are the cuts of the gradual schedule",
+                                  "Add --schedule gradual, or drop --steps")
+            return
+        where = f"--schedule gradual with --prune {self.prune}"
+        if self.prune not in CHANNEL_CUTTERS:
+            raise RecipeError(where, "applies to channel pruning only",
+                              f"Use --prune {', '.join(CHANNEL_CUTTERS)}, or --schedule oneshot")
+        k = self.cuts()
+        if k < 2:
+            raise RecipeError(f"--steps {k} with --schedule gradual",
+                              "one cut is the oneshot schedule", "Use --steps 2 or more")
+        if self.epochs < k:
+            raise RecipeError(
+                f"--schedule gradual with --epochs {self.epochs} and {k} steps",
+                "every cut is fine-tuned before the next, for at least one epoch each; "
+                "the steps share --epochs",
+                f"Pass --epochs {k} or more (e.g. {max(10, k)}), or fewer --steps")
+        clash = {"--l1": self.l1 > 0, "--after-prune retrain": self.after_prune == "retrain"}
+        for option, used in clash.items():
+            if used:
+                raise RecipeError(f"--schedule gradual with {option}",
+                                  "is not implemented for the gradual schedule",
+                                  f"Use --schedule oneshot, or drop {option}")
+        if self.lr_schedule == "cosine" and self.epochs // k <= self.warmup_epochs:
+            raise RecipeError(
+                f"--lr-schedule cosine with --warmup-epochs {self.warmup_epochs}, --epochs "
+                f"{self.epochs} and --schedule gradual ({k} steps)",
+                f"each step's fine-tune (at least {self.epochs // k} epochs) restarts the "
+                "schedule, and its warm-up must end before its last epoch",
+                "Use fewer --warmup-epochs or --steps, or more --epochs")
+
     def pick(self, names: tuple[str, ...] | list[str]) -> dict[str, Any]:
         """The values of ``names``: what a stage declares it reads, for its cache key."""
         values = {name: getattr(self, name) for name in names}
@@ -147,6 +196,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
 _INT_RANGES = {
     "epochs": (0, 100_000), "l1_epochs": (0, 100_000), "seed": (0, 2**32 - 1),
     "batch_size": (1, 2**20), "calib_samples": (1, 2**24), "warmup_epochs": (0, 100_000),
+    "steps": (0, 1_000),
 }
 
 

@@ -29,6 +29,7 @@ OPTIONS = {
     "--after-prune": ("after_prune", recipe.AFTER_PRUNE),
     "--optimizer": ("optimizer", recipe.OPTIMIZERS),
     "--lr-schedule": ("lr_schedule", recipe.LR_SCHEDULES),
+    "--schedule": ("schedule", recipe.SCHEDULES),
 }
 
 
@@ -53,8 +54,9 @@ def test_every_value_is_accepted_from_the_command_line_to_a_recipe(flag):
     assert _choices(build, flag) == values
     for value in values:
         ctx = build.make_context("build", [flag, value])
-        # with channel pruning, which the channel-only options (--l1-on, --after-prune) need
-        fields = {"prune": "structured", field: ctx.params[field]}
+        # with channel pruning and epochs, which the channel-only options (--l1-on, --after-prune,
+        # --schedule gradual) need
+        fields = {"prune": "structured", "epochs": 10, field: ctx.params[field]}
         assert recipe.Recipe(**fields).to_dict()[field] == value
 
 

@@ -127,3 +127,51 @@ def test_a_bad_fine_tuning_option_exits_2_naming_it(args, needle, tmp_path):
                                   *args])
     assert r.exit_code == 2 and needle in r.output, r.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("cli", "needle", "fix"), [
+    ({"prune": "structured", "epochs": 10, "steps": 3}, "--steps 3 with --schedule oneshot",
+     "--schedule gradual"),
+    ({"prune": "structured", "epochs": 10, "schedule": "gradual", "steps": 1}, "--steps 1",
+     "--steps 2 or more"),
+    ({"prune": "structured", "epochs": 10, "schedule": "gradual", "steps": -2}, "--steps -2",
+     "≥ 0"),
+    ({"prune": "structured", "schedule": "gradual"}, "--epochs 0", "--epochs 3 or more"),
+    ({"prune": "structured", "epochs": 4, "schedule": "gradual", "steps": 5}, "--epochs 4",
+     "--epochs 5 or more"),
+    ({"prune": "magnitude", "epochs": 10, "schedule": "gradual"}, "--prune magnitude",
+     "structured, hybrid, auto"),
+    ({"prune": "structured", "epochs": 10, "schedule": "gradual", "l1": 1e-4}, "--l1",
+     "--schedule oneshot"),
+    ({"prune": "structured", "epochs": 6, "schedule": "gradual", "lr_schedule": "cosine",
+      "warmup_epochs": 2}, "--warmup-epochs 2", "fewer --warmup-epochs"),
+    ({"schedule": "stepwise"}, "--schedule stepwise", "oneshot, gradual"),
+])
+def test_bad_schedules_name_the_option_and_the_fix(cli, needle, fix):
+    with pytest.raises(RecipeError) as e:
+        resolve_recipe({}, "t.toml", None, cli)
+    assert needle in str(e.value) and fix in str(e.value), str(e.value)
+    assert e.value.exit_code == 2
+
+
+def test_the_schedule_options_reach_the_recipe():
+    cli = _build_overrides("--prune", "hybrid", "--schedule", "gradual", "--steps", "4")
+    r = resolve_recipe({"epochs": 10}, "t.toml", None, cli)
+    assert (r.schedule, r.steps, r.cuts()) == ("gradual", 4, 4)
+    assert resolve_recipe({"epochs": 10, "prune": "auto"}, "t.toml", None,
+                          _build_overrides("--schedule", "gradual")).cuts() == 3  # default
+    assert (Recipe().schedule, Recipe().steps, Recipe().cuts()) == ("oneshot", 0, 1)
+
+
+def test_gradual_without_data_exits_2_before_the_slow_stages(tiny_files, tmp_path):
+    from click.testing import CliRunner
+
+    from edgeprune.cli import main
+
+    r = CliRunner().invoke(main, ["build", "--target", "host", "--model",
+                                  str(tiny_files["model"]), "--calib", str(tiny_files["calib"]),
+                                  "--prune", "structured", "--schedule", "gradual", "--epochs",
+                                  "3", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "--schedule gradual" in r.output and "--data" in r.output, (
+        r.output)
+    assert "baseline" not in r.output and not (tmp_path / "o").exists()

@@ -37,6 +37,7 @@ from edgeprune.stages import (
     convert,
     fidelity,
     finetune,
+    gradual,
     load,
     measure,
     prune,
@@ -144,10 +145,18 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
             with timer.stage("prune"):
                 pruned = cache.stage(prune, lambda: prune.run(model, recipe, target, inputs),
                                      stage_cache.save_pruned, cache.load_pruned)
-            with timer.stage("finetune"):  # with --tensorboard its logs are wanted: train
-                final_model, trained = cache.stage(
-                    finetune, lambda: _finetune(pruned, model, inputs, recipe, log_dir),
-                    stage_cache.save_trained, cache.load_trained, reusable=log_dir is None)
+            if recipe.schedule == "gradual":  # cuts again from the input model to the plan
+                with timer.stage("gradual"):
+                    final_model, trained = cache.stage(
+                        gradual, lambda: gradual.run(model, pruned, inputs, recipe, target,
+                                                     log_dir),
+                        stage_cache.save_trained, cache.load_trained, reusable=log_dir is None)
+            else:
+                with timer.stage("finetune"):  # with --tensorboard its logs are wanted: train
+                    final_model, trained = cache.stage(
+                        finetune, lambda: _finetune(pruned, model, inputs, recipe, log_dir),
+                        stage_cache.save_trained, cache.load_trained, reusable=log_dir is None)
+            trained, schedule = gradual.split(trained)
             qat_model = qat_trained = None
             if recipe.quantize == "qat":
                 with timer.stage("qat"):
@@ -196,12 +205,14 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
                     result=result, measurements=measurements, checks=checks,
                     layers=_layer_rows(model, final_model), timings_s=timer.timings,
                     versions=tool_versions(),
-                    notes=[*untrained, *pruned.notes, *_data_notes(inputs),
+                    notes=[*untrained, *pruned.notes, *gradual.notes(schedule),
+                           *_data_notes(inputs),
                            *_model_notes(model_in, model_out)],
                     quantization=quant, fidelity=fid, artifacts=device.report,
                     estimate=estimate, finetune=trained, qat_finetune=qat_trained,
                     pruning_groups=pruned.groups, reused_stages=list(cache.reused),
                     search=pruned.search, sensitivity=pruned.sensitivity, onnx=onnx_rep,
+                    schedule=schedule,
                     model_in=model_in, model_out=model_out, data=inputs.report(),
                     **on_target)
                 if cache.reused:

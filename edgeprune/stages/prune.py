@@ -111,10 +111,10 @@ def prune_none(model: Any, recipe: Recipe, target: TargetProfile, inputs: Inputs
 
 @register_pruner("magnitude")
 def prune_magnitude(model: Any, recipe: Recipe, target: TargetProfile, inputs: Inputs) -> Pruned:
-    return _magnitude(model, recipe.sparsity, recipe, inputs)
+    return magnitude_pruned(model, recipe.sparsity, recipe, inputs)
 
 
-def _magnitude(model: Any, sparsity: float, recipe: Recipe, inputs: Inputs) -> Pruned:
+def magnitude_pruned(model: Any, sparsity: float, recipe: Recipe, inputs: Inputs) -> Pruned:
     from edgeprune.pruning import tfmot
 
     _needs_training(recipe, inputs)
@@ -233,10 +233,12 @@ def reinitialise(model: Any, seed: int) -> Any:
     return keras.models.clone_model(model)
 
 
-def _structured(
+def cut_channels(
     model: Any, recipe: Recipe, target: TargetProfile, inputs: Inputs,
-    sparsity: float | dict[int, float],
+    sparsity: float | dict[int, float], channel_multiple: int | None = None,
 ) -> Any:  # fmt: skip
+    """``model`` cut (``sparsity``, or per group id), batch-norm statistics re-estimated;
+    ``channel_multiple`` overrides the target's (the gradual schedule's exact counts)."""
     from edgeprune.pruning import prune_structured
     from edgeprune.pruning.batchnorm import BN_SAMPLES, bn_sample, recalibrate_bn
 
@@ -246,7 +248,8 @@ def _structured(
         sparsity=sparsity,
         criterion=recipe.criterion,
         allocation="uniform" if isinstance(sparsity, dict) else recipe.allocation,
-        channel_multiple=target.hardware.channel_multiple,
+        channel_multiple=(target.hardware.channel_multiple if channel_multiple is None
+                          else channel_multiple),
         keep=recipe.keep,
         calib=inputs.calib,
         data=labelled,
@@ -274,7 +277,7 @@ def prune_channels(model: Any, recipe: Recipe, target: TargetProfile, inputs: In
     if recipe.allocation == "sensitivity" and inputs.train is not None:
         sparsity, note, scan = _sensitivity_ratios(model, recipe, inputs.train)
         notes.append(note)
-    result = _structured(model, recipe, target, inputs, sparsity)
+    result = cut_channels(model, recipe, target, inputs, sparsity)
     groups = result.groups
     if isinstance(sparsity, dict):
         groups = [{**g, "ratio": round(sparsity.get(g["group"], 0.0), 4)} for g in groups]
@@ -307,7 +310,7 @@ def prune_hybrid(model: Any, recipe: Recipe, target: TargetProfile, inputs: Inpu
     """Structural pruning first, then TF-MOT magnitude pruning of the remaining weights."""
     _needs_training(recipe, inputs)
     channels = prune_channels(model, recipe, target, inputs)
-    weights = _magnitude(channels.model, recipe.weight_sparsity, recipe, inputs)
+    weights = magnitude_pruned(channels.model, recipe.weight_sparsity, recipe, inputs)
     weights.notes = [*channels.notes, *weights.notes]
     weights.groups, weights.sensitivity = channels.groups, channels.sensitivity
     return weights
@@ -336,6 +339,10 @@ def check(model: Any, recipe: Recipe, inputs: Inputs) -> None:
         _needs_training(recipe, inputs)
     if recipe.prune in ("structured", "hybrid"):
         _check_channel_inputs(recipe, inputs)
+    if recipe.schedule == "gradual" and inputs.train is None:  # stages/gradual.py
+        raise RecipeError("--schedule gradual", "fine-tunes the model between its cuts, so it "
+                          "needs labelled training data", "Pass --data TRAIN.npz (with x and "
+                          "y), or use --schedule oneshot")
     if recipe.prune == "auto" and inputs.train is None and inputs.calib is None:
         raise RecipeError("--prune auto", "needs samples to score pruning steps on",
                           "Pass --data TRAIN.npz (labelled), or at least --calib")

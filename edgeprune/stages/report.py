@@ -58,8 +58,10 @@ class BuildReport:
     device: str | None = None  # --device
     emulation: dict[str, Any] | None = None  # --emulate
     onnx: dict[str, Any] | None = None  # --export onnx: agreement of model.onnx with LiteRT
+    schedule: dict[str, Any] | None = None  # schedule "gradual": each cut and its fine-tune
 
-    OPTIONAL = ("qat_finetune", "search", "sensitivity", "device", "emulation", "onnx")
+    OPTIONAL = ("qat_finetune", "search", "sensitivity", "device", "emulation", "onnx",
+                "schedule")
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -182,6 +184,9 @@ def render_md(report: dict[str, Any]) -> str:
                   md_table(SEARCH_HEADER, _search_rows(report["search"])), ""]
         if report["search"].get("refine"):
             parts += [_refine_summary(report["search"]), ""]
+    if (report.get("schedule") or {}).get("rows"):  # empty when the plan cut nothing
+        parts += ["## Gradual schedule", "", md_table(SCHEDULE_HEADER,
+                                                      _schedule_rows(report["schedule"])), ""]
     for title, rows in _details(report):
         parts += [f"## {title}", "", md_table(("", ""), rows), ""]
     if report.get("notes"):
@@ -275,6 +280,18 @@ def _search_rows(search: dict[str, Any]) -> list[tuple[str, ...]]:
     return rows
 
 
+SCHEDULE_HEADER = ("step", "share of the final cut", "prunable channels removed",
+                   "channels kept per group", "epochs run / allotted", "monitor accuracy")
+
+
+def _schedule_rows(schedule: dict[str, Any]) -> list[tuple[str, ...]]:
+    """``schedule = "gradual"``: each cut and its fine-tune."""
+    return [(str(r["step"]), f"{r['fraction_of_final']:.0%}", f"{r['ratio']:.1%}",
+             ", ".join(f"{name} {kept}" for name, kept in r["kept"].items()),
+             f"{r['epochs_run']} / {r['epochs']}", _fmt(r.get("monitor_accuracy"), 4))
+            for r in schedule.get("rows") or []]
+
+
 def _refine_summary(search: dict[str, Any]) -> str:
     r = search["refine"]
     return (f"Refinement at the budget: {r['outcome']} ({r['allocations_scored']} allocations "
@@ -335,6 +352,8 @@ def render_html(report: dict[str, Any]) -> str:
         *[(title, html_table(("", ""), rows)) for title, rows in _details(report)],
         ("Sensitivity", _img(plots.sensitivity(report.get("sensitivity") or []), "sensitivity")),
         ("Budget search (--prune auto)", _search_html(report.get("search"))),
+        ("Gradual schedule", html_table(SCHEDULE_HEADER, _schedule_rows(report["schedule"]))
+         if (report.get("schedule") or {}).get("rows") else ""),
         ("Measurements", html_table(("quantity", "value", "unit", "method", "where", "how"),
                                      _measurement_rows(report))),
         ("Notes", "".join(f"<p>{html.escape(n)}</p>" for n in report.get("notes", []))),
