@@ -37,7 +37,7 @@ import numpy as np
 from edgeprune import _tf, progress
 from edgeprune.data import Inputs, Labelled, fit_split
 from edgeprune.data.stream import training_dataset
-from edgeprune.recipe import Recipe
+from edgeprune.recipe import CHANNEL_CUTTERS, Recipe
 from edgeprune.stages.prune import Pruned
 from edgeprune.training import (
     Distillation,
@@ -56,7 +56,6 @@ PATIENCE = 3
 # For the stage's cache key; QAT's fine-tune reads the same (stages/qat.py).
 READS = ("epochs", "batch_size", "learning_rate", "optimizer", "lr_schedule", "warmup_epochs",
          "distill", "temperature", "alpha", "seed", "data")
-CHANNEL_CUTTERS = ("structured", "hybrid", "auto")
 
 
 def key_parts(recipe: Recipe, target: Any) -> dict[str, Any]:
