@@ -65,7 +65,10 @@ def key_parts(recipe: Recipe, target: TargetProfile) -> dict[str, Any]:
     if (recipe.prune in ("magnitude", "m-by-n", "hybrid") or recipe.after_prune == "retrain"
             or (recipe.l1 > 0 and not recipe.l1_epochs)):
         names.append("epochs")
-    if recipe.prune in ("auto", "structured", "hybrid"):
+    from edgeprune.search.anchor import has_latency_estimate
+
+    if recipe.prune == "auto" or (recipe.prune in ("structured", "hybrid")
+                                  and has_latency_estimate(target)):
         names.append("quantize")  # the anchor conversion that prices channels
     target_part = ({"profile": target.to_dict()} if recipe.prune in ("auto", "structured",
                    "hybrid") else {"channel_multiple": target.hardware.channel_multiple})
@@ -240,12 +243,13 @@ def _structured(
 ) -> Any:  # fmt: skip
     from edgeprune.pruning import prune_structured
     from edgeprune.pruning.batchnorm import BN_SAMPLES, bn_sample, recalibrate_bn
-    from edgeprune.search.anchor import ChannelPricer
+    from edgeprune.search.anchor import ChannelPricer, has_latency_estimate
 
     labelled = (inputs.train.x, inputs.train.y) if inputs.train is not None else None
     # Kept counts round to the channel multiple where the target's cost model says a channel
-    # costs least (policy.round_kept).
-    pricer = ChannelPricer(model, target, recipe.quantize, inputs.calib)
+    # costs least (policy.round_kept); MACs, without a latency estimator, ignore the dtype.
+    mode = recipe.quantize if has_latency_estimate(target) else "none"
+    pricer = ChannelPricer(model, target, mode, inputs.calib)
     result = prune_structured(
         model,
         sparsity=sparsity,
