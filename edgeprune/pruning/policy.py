@@ -103,8 +103,8 @@ def _candidates(n: int, n_frozen: int, kept: float, multiple: int, minimum: int
     q = kept / multiple
     if abs(q - round(q)) < 1e-9:  # 15.999… from a ratio of an exact width is 16
         q = float(round(q))
-    return tuple(min(n, max(multiple * k, minimum, n_frozen))  # type: ignore[return-value]
-                 for k in (math.floor(q), math.ceil(q)))
+    down, up = (min(n, max(multiple * k, minimum, n_frozen)) for k in (math.floor(q), math.ceil(q)))
+    return down, up
 
 
 def round_kept(
@@ -141,6 +141,8 @@ def round_kept(
     for gid, (down, up) in choice.items():
         other = cost({**half, gid: down if half[gid] == up else up})
         extra[gid] = base - other if half[gid] == up else other - base
+    if not all(math.isfinite(v) for v in (base, *extra.values())):
+        return Rounding(dict(half), dict(half))  # a cost model that cannot price: half-up
     ups = _cheapest_ups(half, choice, extra)
     chosen = {**half, **{gid: (up if gid in ups else down) for gid, (down, up) in choice.items()}}
     if chosen == half:
@@ -169,7 +171,8 @@ def _cheapest_ups(half: dict[int, int], choice: dict[int, tuple[int, int]],
     half-up."""
     total = sum(up - down for gid, (down, up) in choice.items() if half[gid] == up)
     scale = max((abs(v) for v in extra.values()), default=0.0) or 1.0
-    # channel total -> (rounded cost, groups changed from half-up, the round-ups)
+    # channel total of the round-ups -> (cost / scale, groups changed from half-up, the
+    # round-ups)
     best: dict[int, tuple[float, int, frozenset[int]]] = {0: (0.0, 0, frozenset())}
     for gid, (down, up) in sorted(choice.items()):
         flip_up, flip_down = int(half[gid] != up), int(half[gid] == up)

@@ -78,6 +78,7 @@ def test_equal_costs_or_no_cost_round_half_up(seed):
     assert round_kept(groups, wants, 8, 8).kept == half
     assert round_kept(groups, wants, 8, 8, lambda kept: 7.0).kept == half
     assert round_kept(groups, wants, 8, 8, lambda kept: sum(kept.values())).kept == half
+    assert round_kept(groups, wants, 8, 8, lambda kept: float("nan")).kept == half
 
 
 def test_no_choice_never_prices():
