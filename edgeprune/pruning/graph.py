@@ -293,6 +293,28 @@ class ChannelGraph:
             return None
         return np.flatnonzero(~removed[self.roots[atoms]])
 
+    def layer_channels(self, kept: dict[int, int]) -> dict[str, int]:
+        """Output channels per layer (flat op name) when group ``g`` keeps ``kept[g]``
+        channels (what a cost model prices; groups not in ``kept`` keep all)."""
+        sizes = {g.id: g.size for g in self.groups}
+        out: dict[str, int] = {}
+        for op in self.flat.ops:
+            if not op.outputs or op.name in out:
+                continue
+            base = self.flat.channels(op.outputs[0])
+            slots = self.slots(op.outputs[0])
+            if base is None:
+                continue
+            if slots is None or not kept:
+                out[op.name] = int(base)
+                continue
+            gids = slots[0]
+            n = float(np.sum(~np.isin(gids, list(kept))))
+            for gid, k in kept.items():
+                n += float(np.sum(gids == gid)) * k / sizes[gid]
+            out[op.name] = round(n)
+        return out
+
 
 def _handler_for(op: Op) -> Handler | None:
     cls = type(op.layer)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,7 @@ def prune_structured(
     calib: np.ndarray | None = None,
     data: tuple[np.ndarray, np.ndarray] | None = None,
     unknown_layers: str = "boundary",
+    cost: Callable[[Mapping[str, int]], float] | None = None,
 ) -> StructuredPruneResult:
     """Remove the least important ``sparsity`` fraction of prunable channels of ``model``.
 
@@ -52,7 +53,9 @@ def prune_structured(
     number them; missing groups are not pruned), e.g. from ``policy.allocate_by_sensitivity``;
     ``allocation`` is then unused. ``model`` is not modified. Channels feeding the model's
     outputs and the channels of layers named in ``keep`` (or inside nested models named there)
-    are never removed.
+    are never removed. ``cost`` prices output channels per layer (flat op name -> channels;
+    e.g. the target's estimated latency) and makes rounding to ``channel_multiple``
+    cost-aware (``policy.round_kept``); without it kept counts round half-up.
     """
     _check_options(sparsity, allocation, channel_multiple, min_channels)
     check_criterion(criterion, calib, data)
@@ -68,6 +71,7 @@ def prune_structured(
         allocation=allocation,
         channel_multiple=channel_multiple,
         min_channels=min_channels,
+        cost=None if cost is None else lambda kept: cost(graph.layer_channels(kept)),
     )
     notes = [*graph.notes, *ctx.notes, *chosen.notes]
     new_model = _apply(graph, chosen, notes)

@@ -14,14 +14,19 @@ anchor, and the search records predicted against actual.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from edgeprune.errors import EdgepruneError
 from edgeprune.targets import TargetProfile
 from edgeprune.tflite.graph import OpInfo, TensorInfo, TfliteGraph, parse_tflite
 
+log = logging.getLogger(__name__)
 QUANTITIES = ("latency_ms", "ram_bytes", "flash_bytes")
 # Per output channel of a per-axis quantized tensor: a float32 scale and an int64 zero point.
 _QUANT_BYTES_PER_CHANNEL = 12
@@ -79,6 +84,13 @@ class AnchoredCostModel:
             latency, ram = est.latency_ms, est.ram_bytes
         return Costs(latency, ram, float(graph.model_bytes))
 
+    def rounding_cost(self, channels: Mapping[str, int]) -> float:
+        """What cost-aware rounding minimises: the estimated latency where the target has a
+        latency estimator, else the MACs (a proxy every runtime pays)."""
+        if has_latency_estimate(self.target):
+            return self.predict(channels).latency_ms or 0.0
+        return float(self.reshaped(channels).total_macs)
+
     def reshaped(self, channels: Mapping[str, int]) -> TfliteGraph:
         """The anchor graph with every channel axis set from ``channels``."""
         g = self.graph
@@ -133,6 +145,66 @@ class AnchoredCostModel:
                 shape[-1] = out_new
             if tuple(shape) != g.tensors[t].shape:
                 tensors[t] = _with_shape(g.tensors[t], tuple(shape))
+
+
+def has_latency_estimate(target: TargetProfile) -> bool:
+    from edgeprune.estimate.result import ESTIMATORS
+
+    return target.hardware.kind in ESTIMATORS and target.estimator is not None
+
+
+class ChannelPricer:
+    """Prices channel configurations of ``model`` (layer -> output channels) for cost-aware
+    rounding (``prune_structured(cost=...)``), by ``AnchoredCostModel.rounding_cost``.
+
+    The anchor conversion (seconds) happens on the first call only, so a cut whose rounding
+    has no choice converts nothing. When it fails every configuration costs the same, which
+    rounds half-up, and ``failure`` says why (the convert stage reports the real error)."""
+
+    def __init__(self, model: Any, target: TargetProfile, quantize: str,
+                 calib: np.ndarray | None, calib_samples: int = 50) -> None:
+        self.model, self.target = model, target
+        latency = has_latency_estimate(target)
+        # Latency depends on the dtype (the build's mode); MACs do not (float converts faster).
+        mode = ("int8" if quantize == "qat" else quantize) if latency else "none"
+        if mode in ("int8", "int16x8") and calib is None:
+            mode = "none"
+        self.mode = mode
+        self.calib = None if calib is None else calib[:calib_samples]
+        self.basis = (f"{target.name}'s estimated latency ({mode} anchor)" if latency
+                      else "MACs (the target has no latency estimator)")
+        self.failure = ""
+        self._model: AnchoredCostModel | None = None
+
+    @property
+    def note(self) -> str:
+        """For the report, once rounding consulted the cost."""
+        if self.failure:
+            return f"cost-aware rounding unavailable ({self.failure}): kept counts rounded half-up"
+        if self._model is None:
+            return ""
+        return f"cost-aware rounding priced channels by {self.basis}"
+
+    def __call__(self, channels: Mapping[str, int]) -> float:
+        if self.failure:
+            return 0.0
+        if self._model is None:
+            try:
+                self._model = self._anchor()
+            except EdgepruneError as exc:
+                self.failure = str(exc).splitlines()[0]
+                log.warning("cost-aware rounding unavailable, rounding half-up: %s",
+                            self.failure)
+                return 0.0
+        return self._model.rounding_cost(channels)
+
+    def _anchor(self) -> AnchoredCostModel:
+        from edgeprune.converter import to_tflite
+        from edgeprune.pruning.graph import build_graph
+
+        base = build_graph(self.model).layer_channels({})
+        tflite = to_tflite(self.model, self.mode, self.calib, self.target)
+        return AnchoredCostModel(tflite, self.target, base)
 
 
 def _layer_in_name(name: str, layers: Mapping[str, int]) -> str | None:

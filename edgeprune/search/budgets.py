@@ -47,24 +47,7 @@ def fmt_budget(budget: Budget, value: float) -> str:
 
 def layer_channels(graph: ChannelGraph, kept: dict[int, int]) -> dict[str, int]:
     """Output channels per layer (flat op name) when group ``g`` keeps ``kept[g]`` channels."""
-    sizes = {g.id: g.size for g in graph.groups}
-    out: dict[str, int] = {}
-    for op in graph.flat.ops:
-        if not op.outputs or op.name in out:
-            continue
-        base = graph.flat.channels(op.outputs[0])
-        slots = graph.slots(op.outputs[0])
-        if base is None:
-            continue
-        if slots is None or not kept:
-            out[op.name] = int(base)
-            continue
-        gids = slots[0]
-        n = float(np.sum(~np.isin(gids, list(kept))))
-        for gid, k in kept.items():
-            n += float(np.sum(gids == gid)) * k / sizes[gid]
-        out[op.name] = round(n)
-    return out
+    return graph.layer_channels(kept)
 
 
 def own_labels(model: Any, x: np.ndarray) -> Labelled:

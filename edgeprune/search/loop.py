@@ -298,7 +298,8 @@ class _Search:
 
         refiner = Refiner(groups, self.multiple, price, self._fits,
                           lambda alloc: self._evaluate(self._cut(graph, alloc))[1],
-                          self.deadline)
+                          self.deadline, lambda alloc: self.cost_model.rounding_cost(
+                              layer_channels(graph, alloc)))
         starts = [("greedy", None, greedy)]
         uniform = refiner.uniform()
         if uniform is not None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgeprune.pruning.graph import ChannelGroup
-from edgeprune.pruning.policy import kept_count
+from edgeprune.pruning.policy import round_kept
 from edgeprune.search.anchor import Costs
 
 Allocation = dict[int, int]  # group id -> channels kept
@@ -44,6 +44,8 @@ class Refiner:
     fits: Callable[[Costs], bool]
     score: Callable[[Allocation], float]  # lower is better (the proxy loss)
     deadline: float
+    # What ``--prune structured`` rounds kept counts by (policy.round_kept); None: half-up.
+    rounding_cost: Callable[[Allocation], float] | None = None
     scored: dict[tuple[tuple[int, int], ...], float] = field(default_factory=dict)
 
     def loss(self, alloc: Allocation) -> float:
@@ -56,9 +58,9 @@ class Refiner:
         """The smallest uniform ratio (±0.001) whose allocation fits, rounded like
         ``--prune structured`` rounds it; None when even the narrowest does not fit."""
         def at(ratio: float) -> Allocation:
-            return {g.id: kept_count(g.size, g.size - g.n_prunable,
-                                     g.size - g.n_prunable * ratio, self.multiple,
-                                     self.multiple) for g in self.groups}
+            wants = {g.id: g.size - g.n_prunable * ratio for g in self.groups}
+            return round_kept(self.groups, wants, self.multiple, self.multiple,
+                              self.rounding_cost).kept
 
         lo, hi = 0.0, 1.0
         if not self.fits(self.price(at(hi))):

@@ -59,15 +59,19 @@ READS = ("prune", "sparsity", "criterion", "allocation", "l1", "l1_on", "l1_epoc
 def key_parts(recipe: Recipe, target: TargetProfile) -> dict[str, Any]:
     """Some pruners also read ``epochs`` (TF-MOT's schedule spans 2/3 of them; the L1 phase
     defaults to them; retraining runs them) or ``quantize`` (the budget search converts with
-    it). Channel pruning reads the target's channel multiple, the budget search the profile."""
+    it). Channel pruning reads the profile: its channel multiple, and its cost model for
+    cost-aware rounding."""
     names = list(READS)
     if (recipe.prune in ("magnitude", "m-by-n", "hybrid") or recipe.after_prune == "retrain"
             or (recipe.l1 > 0 and not recipe.l1_epochs)):
         names.append("epochs")
-    if recipe.prune == "auto":
-        names.append("quantize")
-    target_part = ({"profile": target.to_dict()} if recipe.prune == "auto"
-                   else {"channel_multiple": target.hardware.channel_multiple})
+    from edgeprune.search.anchor import has_latency_estimate
+
+    if recipe.prune == "auto" or (recipe.prune in ("structured", "hybrid")
+                                  and has_latency_estimate(target)):
+        names.append("quantize")  # the anchor conversion that prices channels
+    target_part = ({"profile": target.to_dict()} if recipe.prune in ("auto", "structured",
+                   "hybrid") else {"channel_multiple": target.hardware.channel_multiple})
     return {"recipe": recipe.pick(names), "target": target_part}
 
 
@@ -241,8 +245,13 @@ def cut_channels(
     ``channel_multiple`` overrides the target's (the gradual schedule's exact counts)."""
     from edgeprune.pruning import prune_structured
     from edgeprune.pruning.batchnorm import BN_SAMPLES, bn_sample, recalibrate_bn
+    from edgeprune.search.anchor import ChannelPricer, has_latency_estimate
 
     labelled = (inputs.train.x, inputs.train.y) if inputs.train is not None else None
+    # Kept counts round to the channel multiple where the target's cost model says a channel
+    # costs least (policy.round_kept); MACs, without a latency estimator, ignore the dtype.
+    mode = recipe.quantize if has_latency_estimate(target) else "none"
+    pricer = ChannelPricer(model, target, mode, inputs.calib)
     result = prune_structured(
         model,
         sparsity=sparsity,
@@ -253,7 +262,10 @@ def cut_channels(
         keep=recipe.keep,
         calib=inputs.calib,
         data=labelled,
+        cost=pricer,
     )
+    if pricer.note:
+        result.notes.append(pricer.note)
     # The batch-norm statistics of the cut model (pruning/batchnorm.py): from the samples
     # fine-tuning trains on, else calibration samples (no labels needed).
     samples = fit_split(inputs.train, recipe.seed)[0].x if inputs.train is not None else (

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from edgeprune.pruning.policy import kept_count
+from edgeprune.pruning.policy import kept_count, round_kept
 from edgeprune.search.anchor import Costs
 from edgeprune.search.refine import Refiner, widths
 
@@ -100,3 +100,16 @@ def test_moves_never_leave_the_ladder(limit):
     for _, _, alloc in r.moves(start[1]):
         for g in GROUPS:
             assert alloc[g.id] in widths(g, 8)
+
+
+def test_uniform_start_rounds_by_the_rounding_cost_like_structured_pruning():
+    def latency(alloc):
+        return sum(COST[g] * k for g, k in alloc.items())
+
+    r = Refiner(GROUPS, 8, price, lambda c: c.latency_ms <= 60.0, lambda a: 0.0,
+                float("inf"), rounding_cost=latency)
+    ratio, alloc = r.uniform()
+    wants = {g.id: g.size - g.n_prunable * ratio for g in GROUPS}
+    assert alloc == round_kept(GROUPS, wants, 8, 8, latency).kept
+    assert price(alloc).latency_ms <= 60.0
+    assert ratio < refiner(60.0, lambda a: 0.0).uniform()[0]  # half-up needs a higher ratio
