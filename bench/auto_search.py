@@ -1,12 +1,12 @@
 """--prune auto on an example: budgets met, and auto against uniform pruning.
 
-    nice -n 10 .venv/bin/python bench/auto_search.py [--example digits|mnist]
+    nice -n 10 .venv/bin/python bench/auto_search.py [--example digits|mnist|fashion]
         [--phase all|PHASE[,PHASE…]] [--redo auto]
 
 Examples (``EXAMPLES``): ``digits``, the bundled default (results bench/auto_search.json and
 .md, profiles bench/<target>-…pct.toml); ``mnist``, examples/mnist (bench/auto_search_mnist.*,
-bench/mnist-<target>-…pct.toml). Phases (results accumulate in the example's JSON, so a phase
-can be re-run alone):
+bench/mnist-<target>-…pct.toml); ``fashion``, examples/fashion (likewise). Phases (results
+accumulate in the example's JSON, so a phase can be re-run alone):
 
 - profiles: convert the dense example to int8, estimate it for rpi4 and cortex-m7, and write
   bench/<target>-40pct.toml (``inherit`` the shipped profile) with a latency budget of 40 % of
@@ -117,6 +117,17 @@ EXAMPLES = {e.name: e for e in (
               "(edgeprune's code is the same in both, and as in the digits runs' last, "
               "63ec9ed); rank: not run on this example.",
         groups="0 conv1, 1 conv2, 2 conv3, 3 conv4, 4 conv5"),
+    Example(
+        name="fashion",
+        compare={"cortex-m7": (50,), "rpi4": (50,)},
+        seeds={"cortex-m7": (0, 1, 2), "rpi4": (0, 1, 2)},
+        provenance={t: "Pre-registered in bench/auto_search_fashion_plan.md (targets, level, "
+                       "seeds and order fixed before any fashion comparison run)."
+                    for t in ("cortex-m7", "rpi4")},
+        about="Plan: bench/auto_search_fashion_plan.md.",
+        groups="0 stem+b1_project, 1 b1_expand, 2 b2_expand, 3 b2_project+b3_project, "
+               "4 b3_expand, 5 b4_expand, 6 b4_project+b5_project, 7 b5_expand, 8 b6_expand, "
+               "9 b6_project+b7_project, 10 b7_expand, 11 head"),
 )}
 EX = EXAMPLES["digits"]  # main() sets the one chosen
 RESULTS: Path = EX.results  # main() sets these too (--results, --about)
