@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,11 +25,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+from _common import time_ms
 
 from edgeprune import model_io
 from edgeprune.drivers.pipeline import BuildRequest, build
 from edgeprune.pruning import prune_structured
-from edgeprune.runners import host
 from edgeprune.search import anchor
 from edgeprune.targets import load_target
 
@@ -90,14 +91,15 @@ def build_one(example: str, target: str, overrides: dict, out: Path,
             time.perf_counter() - start)
 
 
-def interleaved(models: dict[str, bytes], sample: np.ndarray, rounds: int,
-                runs: int) -> dict[str, float]:
-    """Median over rounds of each model's p50, the models taking turns within each round."""
-    p50s: dict[str, list[float]] = {name: [] for name in models}
+def interleaved(models: dict[str, bytes], rounds: int) -> dict[str, list[float]]:
+    """Per model, one latency per round (``_common.time_ms``: one thread, CPU time of the
+    invoking thread, so other jobs on this shared machine do not count), the models taking
+    turns within each round."""
+    times: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(rounds):
         for name, blob in models.items():
-            p50s[name].append(host.benchmark(blob, sample, threads=1, runs=runs).p50_ms)
-    return {name: float(np.median(v)) for name, v in p50s.items()}
+            times[name].append(time_ms(blob, repeats=3))
+    return times
 
 
 def _estimate(report: dict, target: str) -> float:
@@ -131,8 +133,8 @@ def run_example(example: str, args: argparse.Namespace, tmp: Path) -> dict:
                 raise SystemExit(f"{example} {label}: built {built}, planned {kept[name]}")
             rows[label] = report
             print(f"{example}: {label} built in {secs:.0f} s", file=sys.stderr)
-    sample = np.load(EXAMPLES[example]["val"])["x"][0].astype(np.float32)
-    latency = interleaved(blobs, sample, args.rounds, args.runs)
+    times = interleaved(blobs, args.rounds)
+    dense_ms = float(np.median(times["dense int8"]))
     variants = {}
     for label, report in rows.items():
         res = report["result"]
@@ -140,8 +142,11 @@ def run_example(example: str, args: argparse.Namespace, tmp: Path) -> dict:
             "accuracy": res["accuracy"], "params": res["params"], "macs": res["macs"],
             "tflite_bytes": res["tflite_bytes"],
             "estimated_ms": _estimate(report, args.target),
-            "host_p50_ms": latency[label],
-            "host_ratio_vs_dense": latency[label] / latency["dense int8"],
+            "host_ms_rounds": [round(t, 5) for t in times[label]],
+            "host_ms": float(np.median(times[label])),
+            "host_ratio_vs_dense": float(np.median(times[label])) / dense_ms,
+            # The spread of this model's rounds, as ratios to the dense median.
+            "host_ratio_range": [min(times[label]) / dense_ms, max(times[label]) / dense_ms],
             "epochs_run": (report.get("finetune") or {}).get("epochs_run"),
             "prune_stage_s": report.get("timings_s", {}).get("prune"),
         }
@@ -155,8 +160,13 @@ def main() -> int:
     parser.add_argument("--examples", default="mnist,digits")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--render", action="store_true",
+                        help="only re-render OUT from the .json next to it")
     args = parser.parse_args()
+    if args.render:
+        payload = json.loads(args.out.with_suffix(".json").read_text())
+        args.out.write_text(render(payload), encoding="utf-8")
+        return 0
     logging.basicConfig(level=logging.WARNING)
     start = time.perf_counter()
     results = {}
@@ -165,22 +175,33 @@ def main() -> int:
             results[example] = run_example(example, args, Path(tmp) / example)
     seconds = time.perf_counter() - start
     command = (f"nice -n 10 .venv/bin/python bench/rounding.py --target {args.target} "
-               f"--examples {args.examples} --epochs {args.epochs} --rounds {args.rounds} "
-               f"--runs {args.runs}")
-    payload = {"command": command, "seconds": round(seconds), "target": args.target,
-               "epochs": args.epochs, "results": results}
+               f"--examples {args.examples} --epochs {args.epochs} --rounds {args.rounds}")
+    payload = {"command": command, "commit": _commit(), "seconds": round(seconds),
+               "target": args.target,
+               "epochs": args.epochs, "rounds": args.rounds, "results": results}
     args.out.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
     args.out.write_text(render(payload), encoding="utf-8")
     print(args.out.read_text())
     return 0
 
 
+def _commit() -> str:
+    """The commit the package code ran at ("+changes" when edgeprune/ differed from it)."""
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True,
+                              check=False).stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + ("+changes" if git(
+        "status", "--porcelain", "edgeprune") else "")
+
+
 def render(p: dict) -> str:
     lines = [
         "# Cost-aware rounding to the channel multiple vs half-up",
         "",
-        f"Command: `{p['command']}` (one run, {p['seconds'] / 60:.0f} min on the shared 2-core "
-        f"machine; raw figures in `rounding.json`).",
+        f"Command: `{p['command']}` (one run at commit {p.get('commit', '?')}, "
+        f"{p['seconds'] / 60:.0f} min on the shared 2-core machine; raw figures in "
+        "`rounding.json`).",
         "",
         f"Target {p['target']} (`channel_multiple = 8`). Each cell is planned both ways on the "
         "input model; cells whose plans keep the same channels are not built (the models "
@@ -189,9 +210,11 @@ def render(p: dict) -> str:
         "listed). Accuracy: the emitted int8 .tflite on the example's val.npz (mnist 5,000 "
         "samples, 1 sample = 0.02 points; digits 360, 1 sample = 0.28 points). Estimated "
         f"latency: edgeprune's {p['target']} estimate of the emitted .tflite. Host latency: "
-        "LiteRT on this machine, 1 thread, median over interleaved rounds of p50, as a ratio "
-        "to the dense int8 build of the same example (lower is faster). The prune stage's time "
-        "includes the cost-aware variant's anchor conversion.",
+        f"LiteRT on this machine (x86-64, not the target), 1 thread, CPU time of the invoking "
+        f"thread (`bench/_common.py` `time_ms`), median over {p['rounds']} interleaved rounds, "
+        "as a ratio to the dense int8 build of the same example (lower is faster), with the "
+        "range over the rounds. The prune stage's time includes the cost-aware variant's "
+        "anchor conversion.",
         "",
     ]
     for example, r in p["results"].items():
@@ -209,10 +232,25 @@ def render(p: dict) -> str:
                 for c in r["cells"] for k in ("half_up", "cost_aware")}
         for label, v in r["variants"].items():
             ran = "—" if v["epochs_run"] is None else v["epochs_run"]
+            lo, hi = v["host_ratio_range"]
             lines.append(
                 f"| {label} | {sum(kept.get(label, [])) or '—'} | {v['params']:,} | "
-                f"{v['macs']:,} | {v['estimated_ms']:.4f} | {v['host_ratio_vs_dense']:.3f} | "
+                f"{v['macs']:,} | {v['estimated_ms']:.4f} | {v['host_ratio_vs_dense']:.3f} "
+                f"({lo:.3f}–{hi:.3f}) | "
                 f"{v['accuracy']:.2%} | {ran} | {v['prune_stage_s'] or 0:.1f} |")
+        lines += ["", "Cost-aware against half-up, per built cell:", ""]
+        n_val = {"mnist": 5000, "digits": 360}.get(example)
+        for c in r["cells"]:
+            if c["same_plan"]:
+                continue
+            cell = f"{c['allocation']} {c['sparsity']:.0%}"
+            a, b = r["variants"][f"{cell} half_up"], r["variants"][f"{cell} cost_aware"]
+            samples = f" ({(b['accuracy'] - a['accuracy']) * n_val:+.0f} samples)" if n_val else ""
+            lines.append(
+                f"- {cell}: estimated latency {b['estimated_ms'] / a['estimated_ms'] - 1:+.1%}, "
+                f"host latency {b['host_ms'] / a['host_ms'] - 1:+.1%}, MACs "
+                f"{b['macs'] / a['macs'] - 1:+.1%}, parameters {b['params'] / a['params'] - 1:+.1%}"
+                f", accuracy {(b['accuracy'] - a['accuracy']) * 100:+.2f} points{samples}.")
         lines.append("")
     return "\n".join(lines)
 

@@ -140,3 +140,17 @@ def test_options_that_need_epochs_name_themselves(setup, kw, option):
 def test_recipe_refuses_bad_channel_options(kw, option):
     with pytest.raises(RecipeError, match=option):
         _recipe(**kw)
+
+
+def test_the_stage_rounds_by_the_targets_estimated_latency(setup):
+    model, _, inputs = setup
+    m7 = load_target("cortex-m7")  # channel multiple 4: c1 8·0.7 → 4 or 8, c2 16·0.7 → 8 or 12
+    pruned = prune.run(model, _recipe(sparsity=0.3), m7, inputs)
+    kept = {g["layers"][0]: g["kept"] for g in pruned.groups if g["prunable"]}
+    assert kept["c1"] + kept["c2"] == 4 + 12  # half-up's total, wherever it went
+    assert kept["c1"] in (4, 8) and kept["c2"] in (8, 12)
+    assert any("priced channels by cortex-m7's estimated latency (int8 anchor)" in n
+               for n in pruned.notes)
+    # The anchor's dtype decides the price: --quantize is then part of the prune stage's key.
+    assert "quantize" in prune.key_parts(_recipe(), m7)["recipe"]
+    assert "quantize" not in prune.key_parts(_recipe(), load_target("host"))["recipe"]
