@@ -437,7 +437,9 @@ def render(res: dict[str, Any]) -> str:
              "images) and, for 10·N = 100,000, those images plus 9 variants of each (seeded "
              f"shift of up to ±{SHIFT} px and Gaussian noise σ = {NOISE_SIGMA:g} grey levels); "
              "folders of PNGs with one sub-folder per class, and the same images in .npz "
-             "files, in /tmp.", ""]
+             "files, in /tmp.", "",
+             "Each phase's figures come from its last run: " + ", ".join(
+                 f"{p} at {c}" for p, c in sorted(res.get("ran_at", {}).items())) + ".", ""]
     made = res.get("make", {})
     if made:
         lines += ["| images | PNG bytes | .npz | .npz compressed |", "|---|---|---|---|"]
@@ -510,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
                        + " ".join(argv if argv is not None else sys.argv[1:]),
                        "commit": commit, "cores": os.cpu_count(),
                        "python": platform.python_version()}
+        # phases can be re-run alone: each keeps the commit it ran at
+        res.setdefault("ran_at", {}).update({p: commit for p in phases if p != "md"})
     if "make" in phases:
         res["make"] = make(args.scratch)
     if "rss" in phases:
