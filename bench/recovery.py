@@ -141,9 +141,9 @@ def run_build(example: str, slug: str, extra: list[str]) -> dict[str, Any]:
         "params": res["params"], "macs": res["macs"], "passed": rep["passed"],
         "failed_checks": [c["name"] for c in rep["checks"] if c.get("passed") is False],
         "finetune": rep.get("finetune"),
-        "schedule": [{k: step.get(k) for k in ("ratio", "epochs", "epochs_run", "stopped",
-                                               "monitor_accuracy")}
-                     for step in rep.get("schedule") or []],
+        "schedule": [{k: step.get(k) for k in ("ratio", "kept", "epochs", "epochs_run",
+                                               "stopped", "monitor_accuracy")}
+                     for step in (rep.get("schedule") or {}).get("rows", [])],
         "kept": {str(g["group"]): g["kept"] for g in rep.get("pruning_groups") or []},
         "notes": rep.get("notes", []),
         "sha256": hashlib.sha256((folder / "model.tflite").read_bytes()).hexdigest(),
