@@ -144,11 +144,27 @@ def run_build(example: str, slug: str, extra: list[str]) -> dict[str, Any]:
         "schedule": [{k: step.get(k) for k in ("ratio", "kept", "epochs", "epochs_run",
                                                "stopped", "monitor_accuracy")}
                      for step in (rep.get("schedule") or {}).get("rows", [])],
-        "kept": {str(g["group"]): g["kept"] for g in rep.get("pruning_groups") or []},
+        **group_counts(rep),
         "notes": rep.get("notes", []),
         "sha256": hashlib.sha256((folder / "model.tflite").read_bytes()).hexdigest(),
     })
     return row
+
+
+def group_counts(rep: dict[str, Any]) -> dict[str, Any]:
+    groups = rep.get("pruning_groups") or []
+    return {"kept": {str(g["group"]): g["kept"] for g in groups},
+            "channels": {str(g["group"]): g["channels"] for g in groups}}
+
+
+def backfill_channels(results: dict[str, Any]) -> None:
+    """Rows written before ``channels`` was recorded: read it from the kept report.json."""
+    for key, row in results["runs"].items():
+        if "kept" in row and "channels" not in row and "/ref/" not in key:
+            example, rest = key.split("/", 1)
+            path = SCRATCH / example / rest.replace("/", "-") / "report.json"
+            if path.is_file():
+                row["channels"] = group_counts(json.loads(path.read_text()))["channels"]
 
 
 def reference(results: dict[str, Any], example: str, name: str) -> bytes | None:
@@ -320,6 +336,19 @@ def example_section(results: dict[str, Any], example: str) -> list[str]:
                     dist.append((a - b) * 100)
         if sched or dist:
             lines.append(f"| {level:.1%} | {_paired(sched)} | {_paired(dist)} |")
+    lines += ["", "Channels kept per channel group (group: kept/dense; `edgeprune analyze` "
+              "names the groups) and parameters, per level, over every build of the level "
+              "that ran:", ""]
+    for level in LEVELS:
+        kept = {(json.dumps(r["kept"], sort_keys=True), r["params"])
+                for k, r in runs.items()
+                if k.startswith(f"{example}/{level * 100:g}/") and "kept" in r}
+        channels = next((r["channels"] for k, r in runs.items()
+                         if k.startswith(f"{example}/") and "channels" in r), {})
+        for groups, params in sorted(kept):
+            text = ", ".join(f"{g}: {n}/{channels.get(g, '?')}"
+                             for g, n in json.loads(groups).items())
+            lines.append(f"- {level:.1%}: {text}; {params:,} parameters")
     lines.append("")
     for seed, level, schedule, distill, row in failures:
         lines.append(f"- Failed: {level:.1%} {schedule} distill {'on' if distill else 'off'} "
@@ -384,7 +413,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown example(s): {', '.join(unknown)}")
     if not args.md_only:
         run(examples, args.stop_after)
-    write_md(load())
+    results = load()
+    backfill_channels(results)
+    save(results)
+    write_md(results)
     return 0
 
 
