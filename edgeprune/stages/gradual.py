@@ -45,19 +45,11 @@ class Group:
     kept: int  # after the last cut: the plan's
 
 
-def plan(model: Any, pruned: Pruned, recipe: Recipe) -> dict[str, Group]:
-    """Each channel group of ``model`` (by its first layer's name, which surgery keeps) with the
-    count the prune stage's model keeps: its group rows, or (``auto``) the searched model's
-    widths."""
-    if pruned.groups:
-        return {g["layers"][0]: Group(g["channels"], g["prunable"], g["kept"])
-                for g in pruned.groups}
-    from edgeprune.pruning.graph import build_graph
-    from edgeprune.pruning.stats import layer_stats
-
-    widths = {r["name"]: r["out_channels"] for r in layer_stats(pruned.model)}
-    return {g.layers[0]: Group(g.size, g.n_prunable, int(widths[g.layers[0]]))
-            for g in build_graph(model, keep=recipe.keep).groups}
+def plan(pruned: Pruned) -> dict[str, Group]:
+    """Each channel group (by its first layer's name, which surgery keeps) with the count the
+    prune stage's model keeps: its group rows (``auto``: the searched model's widths)."""
+    return {g["layers"][0]: Group(g["channels"], g["prunable"], g["kept"])
+            for g in pruned.groups}
 
 
 def run(model: Any, pruned: Pruned, inputs: Inputs, recipe: Recipe, target: TargetProfile,
@@ -68,7 +60,7 @@ def run(model: Any, pruned: Pruned, inputs: Inputs, recipe: Recipe, target: Targ
     teacher); ``pruned`` the prune stage's output, whose model only sets the plan."""
     from edgeprune.pruning.schedule import cubic_fractions, kept_per_step, step_epochs
 
-    groups = plan(model, pruned, recipe)
+    groups = plan(pruned)
     if pruned.skip_finetune or all(g.kept == g.channels for g in groups.values()):
         trained, summary = finetune.run(pruned, inputs, recipe, log_dir, model)
         why = ("gradual schedule: the plan removes no channel (after rounding to the target's "
@@ -112,7 +104,7 @@ def run(model: Any, pruned: Pruned, inputs: Inputs, recipe: Recipe, target: Targ
         "after_each_cut": "batch-norm statistics re-estimated (adaptive BN), then fine-tuned",
         "epoch_split": "equal shares of the epochs left, the rest on the last step; early "
                        "stopping ends a step, its unused epochs go to the later steps",
-        "plan_from": "--prune auto's search" if not pruned.groups else "the one-shot plan",
+        "plan_from": "--prune auto's search" if recipe.prune == "auto" else "the one-shot plan",
         "rows": rows, "notes": notes}
     return current, {**summary, "epochs": recipe.epochs, "epochs_run": schedule["epochs_run"],
                      "schedule": schedule}

@@ -341,8 +341,21 @@ def prune_auto(model: Any, recipe: Recipe, target: TargetProfile, inputs: Inputs
     )
     unpruned = len(result.report["trajectory"]) == 1  # no step taken: the input model as is
     return Pruned(model=result.model, notes=result.notes, search=result.report,
+                  groups=kept_channels(model, result.model, recipe.keep),
                   skip_finetune="--prune auto took no pruning step" if unpruned else "",
                   recalibrate_bn=True)
+
+
+def kept_channels(model: Any, pruned: Any, keep: tuple[str, ...]) -> list[dict[str, Any]]:
+    """report.json's ``pruning_groups`` of a model cut by other means than one plan (the
+    search): each channel group of ``model`` with the channels ``pruned`` keeps (surgery keeps
+    layer names)."""
+    from edgeprune.pruning.graph import build_graph
+    from edgeprune.pruning.stats import layer_stats
+
+    widths = {r["name"]: r["out_channels"] for r in layer_stats(pruned)}
+    return [{**g.as_dict(), "kept": int(widths[g.layers[0]])}
+            for g in build_graph(model, keep=keep).groups if g.layers[0] in widths]
 
 
 def check(model: Any, recipe: Recipe, inputs: Inputs) -> None:

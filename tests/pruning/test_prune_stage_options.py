@@ -72,6 +72,15 @@ def test_the_groups_table_travels_with_the_pruned_model(setup):
         assert by_layer["head"]["prunable"] == 0 and "model output" in by_layer["head"]["frozen_by"]
 
 
+def test_a_searched_model_reports_its_groups_as_a_plan_would(setup):
+    """--prune auto cuts group by group; its pruning_groups rows are read back from the cut
+    model and equal the rows of the same cut made by one plan."""
+    model, target, inputs = setup
+    pruned = prune.run(model, _recipe(sparsity=0.6), target, inputs)
+    assert prune.kept_channels(model, pruned.model, ()) == pruned.groups
+    assert any(g["kept"] < g["channels"] for g in pruned.groups)
+
+
 def test_sensitivity_allocation_reaches_the_target_on_average(setup):
     model, target, inputs = setup
     pruned = prune.run(model, _recipe(allocation="sensitivity"), target, inputs)
