@@ -358,8 +358,20 @@ def example_section(results: dict[str, Any], example: str) -> list[str]:
     lines += [f"Builds run: {ran} of {total}" + (f"; not run yet: {missing}." if missing
                                                    else "."), ""]
     commits = sorted({r["commit"] for k, r in runs.items() if k.startswith(example + "/")})
-    lines += [f"Commits the builds ran at: {', '.join(commits)}.", ""]
+    lines += [f"Commits the builds ran at: {', '.join(commits)} ({_same_product(commits)}).",
+              ""]
     return lines
+
+
+def _same_product(commits: list[str]) -> str:
+    """Whether edgeprune/ is the same at every commit the builds ran at."""
+    heads = [c.split()[0] for c in commits]
+    if any(" " in c for c in commits):
+        return "some with edgeprune/ modified"
+    same = all(subprocess.run(["git", "diff", "--quiet", heads[0], h, "--", "edgeprune"],
+                              cwd=REPO).returncode == 0 for h in heads[1:])
+    return ("edgeprune/ identical in all of them" if same
+            else "edgeprune/ differs between them")
 
 
 def write_md(results: dict[str, Any]) -> None:
