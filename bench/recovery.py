@@ -317,7 +317,10 @@ def example_section(results: dict[str, Any], example: str) -> list[str]:
                     _ratio([x["speedup_vs_float32"] for x in lat]),
                     epochs or "—", passed if done else "—",
                 ]) + " |")
-    lines += ["", "Paired differences in accuracy points, mean (95 % t-interval; pairs):", "",
+    lines += ["", "Paired differences in accuracy points, mean (95 % t-interval; pairs), as "
+              "pre-registered. The interval treats the 6 pairs as independent, but they come "
+              "from 3 seeds (two pairs share each seed), so it is narrower than the seeds "
+              "alone justify; \"shown\" means only that it excludes 0.", "",
               "| level | gradual − oneshot (pairs: seed × distill) | distill on − off (pairs: "
               "seed × schedule) |", "|---|---|---|"]
     for level in LEVELS:
