@@ -5,9 +5,9 @@ sys.path.insert(0, "/work/main")
 from edgeprune import model_io, data
 from edgeprune.resources import example_inputs
 from edgeprune.pruning import layer_stats, prune_structured
-from edgeprune.pruning.anchor import AnchoredCostModel
+from edgeprune.search.anchor import AnchoredCostModel
 from edgeprune.pruning.graph import build_graph
-from edgeprune.pruning.search import layer_channels, _smaller_widths
+from edgeprune.search.refine import widths as group_widths
 from edgeprune.pruning.batchnorm import bn_sample, recalibrate_bn
 from edgeprune.stages.convert import to_tflite
 from edgeprune.targets import load_target
@@ -24,11 +24,11 @@ g = build_graph(model)
 groups = g.prunable_groups()
 print([(x.id, x.layers, x.size, x.n_prunable) for x in groups])
 t = time.time()
-widths = [[x.size] + _smaller_widths(x.size, x.size - x.n_prunable, 8) for x in groups]
+widths = [group_widths(x, 8) for x in groups]
 allocs = []
 for combo in itertools.product(*widths):
     kept = {x.id: k for x, k in zip(groups, combo) if k != x.size}
-    lat = cm.predict(layer_channels(g, kept)).latency_ms
+    lat = cm.predict(g.layer_channels(kept)).latency_ms
     allocs.append((combo, lat))
 print(len(allocs), "allocs priced in", time.time() - t)
 json.dump({"groups": [x.id for x in groups], "allocs": allocs}, open("/tmp/exp/allocs.json", "w"))

@@ -1,4 +1,4 @@
-"""What ``--prune auto`` searches against: the target's priced budgets, and per-layer channels."""
+"""What ``--prune auto`` searches against: the target's priced budgets."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 
 from edgeprune.data import Labelled
-from edgeprune.pruning.graph import ChannelGraph
 from edgeprune.targets import TargetProfile
 
 
@@ -43,11 +42,6 @@ def fmt_budget(budget: Budget, value: float) -> str:
     if budget.unit == "ms":
         return f"{value:.4g} ms"
     return f"{value:,.0f} B ({value / 1024:,.1f} KB)"
-
-
-def layer_channels(graph: ChannelGraph, kept: dict[int, int]) -> dict[str, int]:
-    """Output channels per layer (flat op name) when group ``g`` keeps ``kept[g]`` channels."""
-    return graph.layer_channels(kept)
 
 
 def own_labels(model: Any, x: np.ndarray) -> Labelled:

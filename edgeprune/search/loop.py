@@ -39,7 +39,7 @@ from edgeprune.pruning.stats import layer_stats
 from edgeprune.pruning.structured import prune_structured
 from edgeprune.search.anchor import AnchoredCostModel, Costs
 from edgeprune.search.background import Converter
-from edgeprune.search.budgets import Budget, budgets_of, fmt_budget, layer_channels, own_labels
+from edgeprune.search.budgets import Budget, budgets_of, fmt_budget, own_labels
 from edgeprune.search.refine import Allocation, Refiner, widths
 from edgeprune.targets import TargetProfile
 from edgeprune.training import accuracy_and_loss, compile_for_training, seed_everything
@@ -161,7 +161,7 @@ class _Search:
 
     def _run(self) -> SearchResult:
         graph = build_graph(self.model, keep=self.keep)
-        self.cost_model = self._anchor(self.model, layer_channels(graph, {}))
+        self.cost_model = self._anchor(self.model, graph.layer_channels({}))
         # The current model's costs: a real conversion's once verified, until then predicted.
         self.costs, self.verified = self.cost_model.costs, True
         start = self._evaluate(self.model)
@@ -208,7 +208,7 @@ class _Search:
             p.proxy = self._evaluate(p.model)
         clock.append(time.monotonic())
         # Priced like the proposals (same cost model), so the cuts compare.
-        now = self.cost_model.predict(layer_channels(graph, {})).get(budget.quantity) or 0.0
+        now = self.cost_model.predict(graph.layer_channels({})).get(budget.quantity) or 0.0
         for p in proposals:
             p.proxy_damage = self._damage(p.proxy, p, budget, now)[0]
         ranked = sorted(proposals, key=lambda p: self._damage(p.proxy, p, budget, now))
@@ -258,12 +258,12 @@ class _Search:
         """Per group, the smallest cut that brings ``budget``'s cost to ``goal``; when no group
         can alone, each group's largest cut that lowers it at all."""
         full, partial = [], []
-        base = layer_channels(graph, {})
+        base = graph.layer_channels({})
         now = self.cost_model.predict(base).get(budget.quantity) or 0.0
         for g in graph.prunable_groups():
             last = None
             for kept in widths(g, self.multiple)[1:]:
-                channels = layer_channels(graph, {g.id: kept})
+                channels = graph.layer_channels({g.id: kept})
                 costs = self.cost_model.predict(channels)
                 last = _Proposal(g.id, list(g.layers), g.size, kept, g.n_prunable, channels,
                                  costs)
@@ -294,12 +294,12 @@ class _Search:
         greedy = {g.id: int(channels[g.layers[0]]) for g in groups}
 
         def price(alloc: Allocation) -> Costs:
-            return self.cost_model.predict(layer_channels(graph, alloc))
+            return self.cost_model.predict(graph.layer_channels(alloc))
 
         refiner = Refiner(groups, self.multiple, price, self._fits,
                           lambda alloc: self._evaluate(self._cut(graph, alloc))[1],
                           self.deadline, lambda alloc: self.cost_model.rounding_cost(
-                              layer_channels(graph, alloc)))
+                              graph.layer_channels(alloc)))
         starts = [("greedy", None, greedy)]
         uniform = refiner.uniform()
         if uniform is not None:
@@ -334,7 +334,7 @@ class _Search:
         if loss >= self.loss:
             return {**out, "outcome": "greedy kept: after the same short fine-tune the refined "
                                       "cut's loss is not lower"}
-        costs = self._anchor(model, layer_channels(graph, chosen)).costs
+        costs = self._anchor(model, graph.layer_channels(chosen)).costs
         out["estimated"] = costs.to_dict()
         if not self._fits(costs):  # the prediction missed what the conversion adds
             return {**out, "outcome": "greedy kept: the refined model's conversion is over"}
@@ -374,14 +374,14 @@ class _Search:
     # --- budgets no pruning can meet ----------------------------------------------------------
     def _feasibility(self, graph: ChannelGraph) -> list[Budget]:
         floor = {g.id: widths(g, self.multiple)[-1] for g in graph.prunable_groups()}
-        predicted = self.cost_model.predict(layer_channels(graph, floor))
+        predicted = self.cost_model.predict(graph.layer_channels(floor))
         if not any(b.limit < (predicted.get(b.quantity) or 0.0) for b in self.budgets):
             return list(self.budgets)
         # Confirm on a real conversion of the narrowest model before giving a budget up.
         ratios = {g.id: (g.size - floor[g.id]) / g.n_prunable for g in graph.prunable_groups()}
         narrowest = prune_structured(self.model, sparsity=ratios, channel_multiple=self.multiple,
                                      keep=self.keep).model
-        real = self._anchor(narrowest, layer_channels(build_graph(narrowest), {})).costs
+        real = self._anchor(narrowest, build_graph(narrowest).layer_channels({})).costs
         feasible = []
         for b in self.budgets:
             value = real.get(b.quantity) or 0.0

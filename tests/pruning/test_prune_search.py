@@ -13,7 +13,6 @@ from edgeprune.data import Labelled
 from edgeprune.pruning import layer_stats, prune_structured
 from edgeprune.pruning.graph import build_graph
 from edgeprune.search.anchor import AnchoredCostModel, estimate_costs
-from edgeprune.search.budgets import layer_channels
 from edgeprune.search.loop import SearchConfig, search
 from edgeprune.targets import load_target
 
@@ -58,7 +57,7 @@ def test_layer_channels_follow_the_group(setup):
     model = setup[0]
     graph = build_graph(model)
     coupled = next(g for g in graph.prunable_groups() if "c3" in g.layers)
-    channels = layer_channels(graph, {coupled.id: 8})
+    channels = graph.layer_channels({coupled.id: 8})
     assert channels["c3"] == channels["add"] == channels["c1"] == 8
     assert channels["c2"] == 16 and channels["head"] == 3
 
