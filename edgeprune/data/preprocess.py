@@ -19,9 +19,10 @@ class Affine:
     offset: float = 0.0
 
     def apply(self, values: np.ndarray) -> np.ndarray:
-        x = np.asarray(values, dtype=np.float32)
-        if self.scale != 1.0 or self.offset != 0.0:
-            x = x * np.float32(self.scale) + np.float32(self.offset)
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf, which the loaders refuse
+            x = np.asarray(values, dtype=np.float32)
+            if self.scale != 1.0 or self.offset != 0.0:
+                x = x * np.float32(self.scale) + np.float32(self.offset)
         return x
 
 
