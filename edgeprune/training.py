@@ -38,7 +38,7 @@ def outputs_probabilities(model: Any) -> bool:
 
 def accuracy_and_loss(model: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(top-1 accuracy, cross-entropy) of ``model`` on (x, y), in inference mode."""
-    out = _outputs(model, x)
+    out = outputs(model, x)
     if not outputs_probabilities(model):
         out = np.exp(out - out.max(axis=1, keepdims=True))
         out /= out.sum(axis=1, keepdims=True)
@@ -57,7 +57,7 @@ class Distillation:
     alpha: float  # 0: the teacher only (no labels needed)
 
 
-def _outputs(model: Any, x: np.ndarray) -> np.ndarray:
+def outputs(model: Any, x: np.ndarray) -> np.ndarray:
     """``model`` on ``x`` in inference mode, in batches of 256, one row per sample."""
     out = np.concatenate([np.asarray(model(x[i:i + 256], training=False))
                           for i in range(0, len(x), 256)])
@@ -119,7 +119,7 @@ def model_logits(model: Any, x: np.ndarray) -> np.ndarray:
     """``model``'s logits on ``x`` in inference mode (its weights untouched); for a model
     ending in a softmax, log-probabilities, which are its logits up to a per-sample constant
     that the tempered softmax cancels."""
-    out = _outputs(model, x)
+    out = outputs(model, x)
     if outputs_probabilities(model):
         out = np.log(np.clip(out, _EPSILON, 1.0))
     return out.astype(np.float32)

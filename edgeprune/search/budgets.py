@@ -9,6 +9,7 @@ import numpy as np
 
 from edgeprune.data import Labelled
 from edgeprune.targets import TargetProfile
+from edgeprune.training import outputs
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,5 @@ def fmt_budget(budget: Budget, value: float) -> str:
 def own_labels(model: Any, x: np.ndarray) -> Labelled:
     """Unlabelled samples labelled by ``model``'s own top-1: without ``--data`` the search
     scores (and short-fine-tunes) proposals by agreement with the input model."""
-    out = np.concatenate([np.asarray(model(x[i:i + 256], training=False)).reshape(
-        len(x[i:i + 256]), -1) for i in range(0, len(x), 256)])
-    return Labelled(x, out.argmax(axis=1).astype(np.int64), "calibration samples, labelled by "
-                    "the input model")
+    labels = outputs(model, x).argmax(axis=1).astype(np.int64)
+    return Labelled(x, labels, "calibration samples, labelled by the input model")
