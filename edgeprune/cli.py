@@ -185,6 +185,8 @@ def build(target_specs: tuple[str, ...], model: Path | None, data: Path | None,
                                 "Drop one of them: sweep, then build the chosen sparsity for CI")
         ci_report.check_junit_path(junit)
     from edgeprune.drivers.pipeline import BuildRequest  # TensorFlow: only once the input is valid
+    from edgeprune.stages import measure
+    from edgeprune.targets import load_target
 
     request = BuildRequest(
         model=model, data=data, val=val, calib=calib, recipe_file=recipe_file,
@@ -192,6 +194,8 @@ def build(target_specs: tuple[str, ...], model: Path | None, data: Path | None,
         tensorboard=tensorboard, resume=resume,
         on_target=_on_target(device, known_hosts, identity, remote_python, emulate),
     )
+    # The device must be one target's machine before anything is built (exit 2 otherwise).
+    measure.require_device_fit(request.on_target, [load_target(s) for s in specs])
     if ratios is not None:
         for spec in specs:  # every target's recipe is checked before the first build
             sweep_mod.check_recipe(request, spec)

@@ -20,8 +20,12 @@ class Measurement:
     value: float
     unit: str
     method: str  # artifact | device | qemu | tflm | host | estimate
-    where: str  # target name or "host"
+    where: str  # target name, "host", or "device <label>" for a device that is not the target
     detail: str = ""
+    # The machine, CPU, runtime and delegate the figure came from ("" for exact or estimated
+    # figures), and the checks that used it (set by the check stage).
+    ran_on: str = ""
+    used_by: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

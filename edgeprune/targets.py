@@ -19,6 +19,8 @@ from edgeprune.errors import TargetError
 from edgeprune.resources import bundled_dir
 
 HARDWARE_KINDS = ("host", "cortex-a", "cortex-m", "edgetpu", "ethos-u")
+# What `uname -m` says on a Linux device; "" lets it follow from [hardware] cpu.
+ARCHES = ("", "aarch64", "armv7l", "armv6l", "x86_64", "riscv64")
 ENGINES = ("litert-xnnpack", "tflm-cmsis-nn", "tflm-reference", "edgetpu", "vela")
 # Op classes with a MACs-per-cycle figure in [estimator.macs_per_cycle.<engine>], keyed
 # "<class>_<dtype>" (see edgeprune/estimate/opclass.py for which ops fall in each class).
@@ -46,13 +48,25 @@ class Hardware:
     # Kept-channel counts are rounded to this (SIMD lanes / NPU width), see pruning policy.
     channel_multiple: int = 1
     accelerator: str = ""
+    arch: str = ""
 
     def __post_init__(self) -> None:
         _choice("hardware.kind", self.kind, HARDWARE_KINDS)
+        _choice("hardware.arch", self.arch, ARCHES)
         for name in ("cores", "channel_multiple"):
             _at_least(f"hardware.{name}", getattr(self, name), 1)
         for name in ("clock_mhz", "ram_kb", "flash_kb", "simd_bits"):
             _at_least(f"hardware.{name}", getattr(self, name), 0)
+
+    @property
+    def machine(self) -> str:
+        """The `uname -m` of a Linux device this profile describes ("" for a microcontroller):
+        ``arch`` when given, else what the CPU implies (a 64-bit OS on a Cortex-A)."""
+        if self.arch or self.kind in ("cortex-m", "ethos-u"):
+            return self.arch
+        if self.cpu.startswith("cortex-a"):
+            return "aarch64"
+        return "x86_64" if self.cpu in ("x86-64", "x86_64") else ""
 
 
 @dataclass(frozen=True)

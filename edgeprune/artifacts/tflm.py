@@ -30,6 +30,7 @@ from edgeprune.artifacts import Artifacts
 from edgeprune.data import Inputs
 from edgeprune.errors import BadInputError, ToolError
 from edgeprune.measurement import Measurement
+from edgeprune.runners.device_info import this_machine
 from edgeprune.targets import TargetProfile
 from edgeprune.tflite.graph import TfliteGraph, parse_tflite
 
@@ -323,7 +324,8 @@ def build(
         "TFLite-Micro runtime, kernels, op resolver and application code are not included"
     )
     measurements = [
-        Measurement("ram_bytes", arena.min_bytes, "bytes", "tflm", where, arena_detail),
+        Measurement("ram_bytes", arena.min_bytes, "bytes", "tflm", where, arena_detail,
+                    f"TFLite-Micro's interpreter built for {this_machine('tflite-micro')}"),
         Measurement("flash_bytes", len(blob), "bytes", "artifact", where, flash_detail),
     ]
     report = {

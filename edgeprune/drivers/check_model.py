@@ -60,18 +60,22 @@ def check_tflite(
         samples = np.random.default_rng(0).random((4, *shape[1:]), dtype=np.float32)
     measurements.append(measure.host_latency(blob, samples[0], target))
     measurements.extend(measure.estimates(blob, target).measurements)
+    if on_target is not None:  # a device that is not this target's machine: exit 2, now
+        measure.require_device_fit(on_target, [target])
     # What a build's artifacts stage measures (the TFLite-Micro arena, Vela's figures) outranks
     # the generic estimates here too; its files go to a scratch folder, the input is only read.
+    details: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="edgeprune-check-") as scratch:
         device = artifacts.run(path, Path(scratch), target, inputs)
-    details: dict[str, Any] = {}
-    if device.report:
-        details["artifacts"] = {k: v for k, v in device.report.items()
-                                if k not in ("files", "command")}
-    measurements[:0] = device.measurements
-    if on_target is not None and on_target.wanted:
-        on_target_ms, on_target_details = measure.on_target(path, target, on_target, samples)
-        measurements[:0] = on_target_ms
-        details.update(on_target_details)
-    checks = check.run(measurements, target, baseline_accuracy=None)
-    return CheckOutcome(target.name, measurements, checks, details)
+        if device.report:
+            details["artifacts"] = {k: v for k, v in device.report.items()
+                                    if k not in ("files", "command")}
+        measurements[:0] = device.measurements
+        if on_target is not None and on_target.wanted:  # the compiled Edge TPU model is here
+            on_target_ms, on_target_details = measure.on_target(
+                path, target, on_target, samples, artifacts_dir=Path(scratch))
+            measurements[:0] = on_target_ms
+            details.update(on_target_details)
+    checks = check.run(measurements, target, None, details.get("device_not_used"))
+    return CheckOutcome(target.name, check.mark_used(measurements, checks, target), checks,
+                        details)

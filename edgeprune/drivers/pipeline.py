@@ -198,7 +198,9 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
                         inputs.model_inputs(export_onnx.MAX_SAMPLES) or (samples, samples_from))),
                     "written_by": "edgeprune build --export onnx"}
             with timer.stage("check"):
-                checks = check.run(measurements, target, base["accuracy"])
+                checks = check.run(measurements, target, base["accuracy"],
+                                   on_target.get("device_not_used"))
+                measurements = check.mark_used(measurements, checks, target)
             with timer.stage("report"):
                 rep = report.BuildReport(
                     target=target.to_dict(), recipe=recipe.to_dict(), baseline=base,

@@ -33,6 +33,7 @@ import numpy as np
 from edgeprune.errors import BadInputError, ToolError
 from edgeprune.measurement import Measurement
 from edgeprune.runners import host
+from edgeprune.runners.device_info import this_machine
 from edgeprune.runners.qemu_provision import ArmRoot, cache_dir, locked, provision
 from edgeprune.runners.ssh import RUNNER, parse_report
 from edgeprune.targets import TargetProfile
@@ -271,7 +272,9 @@ def _result(
                    f"(QEMU_CPU={cpu}) / (effective IPC {ipc:.2f} for {threads} thread(s) × "
                    f"{target.hardware.clock_mhz:g} MHz); {cal['how']}; "
                    + ("outputs bit-identical to host LiteRT" if same else "OUTPUTS DIFFER"))
-            measurements.append(Measurement("latency_ms", ms, "ms", "qemu", target.name, how))
+            measurements.append(Measurement(
+                "latency_ms", ms, "ms", "qemu", target.name, how,
+                f"QEMU user mode (aarch64, QEMU_CPU={cpu}) on {this_machine()}"))
             details.append(f"latency {ms:.4f} ms at IPC {ipc:.2f}")
     return QemuResult(measurements, same, len(outputs), "; ".join(details), per_inference, ipc,
                       max_diff, report)

@@ -31,12 +31,14 @@ from edgeprune.device import SshDevice, parse_ssh
 from edgeprune.errors import BadInputError, ToolError
 from edgeprune.measurement import Measurement
 from edgeprune.runners import host
+from edgeprune.runners.device_info import DeviceInfo
 from edgeprune.targets import TargetProfile
 
 log = logging.getLogger(__name__)
 
 RUNNER = Path(__file__).with_name("remote_bench.py")
 EXIT_MISSING = 3  # remote_bench.py's exit status for a missing module
+EXIT_NO_DELEGATE = 4  # … and for a --delegate library that cannot be loaded
 _TMP_PREFIX = "edgeprune-"
 
 
@@ -54,6 +56,10 @@ class ConnectionLost(ToolError):
     def __init__(self, what: str, problem: str, fix: str, *, started: bool) -> None:
         super().__init__(what, problem, fix)
         self.started = started
+
+
+class DelegateMissing(ToolError):
+    """The device cannot load the delegate library (e.g. no libedgetpu.so.1 installed)."""
 
 
 class _UnknownHostKey(paramiko.SSHException):
@@ -347,8 +353,10 @@ def run_on_device(
     remote_python: str = "python3",
     connect_timeout: float = 10.0,
     command_timeout: float = 300.0,
+    delegate: str | None = None,
 ) -> DeviceRun:
-    """Run the model on the device: timed invokes on ``sample``, outputs for ``samples``.
+    """Run the model on the device: timed invokes on ``sample``, outputs for ``samples``;
+    with ``delegate``, through that delegate library (DelegateMissing if it cannot be loaded).
 
     Inputs are float; they are quantized here exactly as ``host.predict`` does, so the raw
     outputs can be compared bit for bit with ``host.predict(..., raw=True)``.
@@ -371,7 +379,8 @@ def run_on_device(
                 s.put(local / "sample.npy", f"{remote}/sample.npy")
                 argv = [remote_python, rrunner, rmodel, "--threads", str(threads),
                         "--warmup", str(warmup), "--runs", str(runs),
-                        "--input", f"{remote}/sample.npy"]
+                        "--input", f"{remote}/sample.npy",
+                        *(["--delegate", delegate] if delegate else [])]
                 stats = _runner_report(s, argv, command_timeout, remote_python)
                 outputs = None
                 if samples is not None:
@@ -398,6 +407,13 @@ def _runner_report(s: SshSession, argv: list[str], timeout: float, python: str) 
             f"{report.get('package', report['missing'])}), or pass --remote-python PATH to a "
             "Python that has it",
         )
+    if res.status == EXIT_NO_DELEGATE and report.get("delegate_missing"):
+        raise DelegateMissing(
+            f"{report['delegate_missing']} on {s.device.label}",
+            f"cannot be loaded by {python} ({report.get('error') or 'no detail'})",
+            "Install the Edge TPU runtime on the device (Coral's libedgetpu1-std package), "
+            "then retry",
+        )
     if res.status != 0 or not report.get("ok"):
         raise ToolError(
             f"LiteRT on {s.device.label}",
@@ -419,6 +435,22 @@ def parse_report(stdout: str) -> dict[str, Any]:
     return {}
 
 
+def probe_device(
+    uri: str, known_hosts: Path | None, identity: Path | None, *,
+    remote_python: str = "python3", connect_timeout: float = 10.0,
+) -> DeviceInfo:
+    """What the device is (machine, CPU, cores), asked before anything is built on it."""
+    with SshSession(parse_ssh(uri), known_hosts, identity, connect_timeout) as s:
+        remote = s.make_temp_dir(remote_python)
+        try:
+            s.put(RUNNER, f"{remote}/remote_bench.py")
+            report = _runner_report(s, [remote_python, f"{remote}/remote_bench.py", "--probe"],
+                                    60.0, remote_python)
+        finally:
+            s.remove_temp_dir(remote)
+    return DeviceInfo.from_report(report["device"])
+
+
 def measure_on_device(
     tflite: Path,
     target: TargetProfile,
@@ -431,28 +463,34 @@ def measure_on_device(
     remote_python: str = "python3",
     connect_timeout: float = 10.0,
     command_timeout: float = 300.0,
+    delegate: str | None = None,
 ) -> list[Measurement]:
-    """Latency (p50, warm-up excluded) and peak RSS of LiteRT running the model on the device."""
+    """Latency (p50, warm-up excluded) and peak RSS of LiteRT running the model on the device,
+    for ``target`` (the caller relabels them when the device is not that target's machine)."""
     run = run_on_device(
         tflite, uri, known_hosts, identity, threads, sample,
         remote_python=remote_python, connect_timeout=connect_timeout,
-        command_timeout=command_timeout,
+        command_timeout=command_timeout, delegate=delegate,
     )
     st = run.stats
-    where = f"{parse_ssh(uri).label} ({st.get('machine')}, Python {st.get('python')}, " \
-            f"{st.get('runtime')})"
+    info = DeviceInfo.from_report(st.get("device") or {"machine": st.get("machine")})
+    ran_on = f"{parse_ssh(uri).label}: {info.describe()}; {st.get('runtime')}, Python " \
+             f"{st.get('python')}"
+    dlg = st.get("delegate")
+    if dlg:
+        ran_on += (f"; delegate {dlg['library']} (version {dlg.get('version') or 'unknown'}), "
+                   f"{dlg['tpu_segments']} of {dlg['ops']} ops are Edge TPU segments")
     return [
         Measurement(
             "latency_ms", float(st["p50_ms"]), "ms", "device", target.name,
-            f"p50 of {st['runs']} invokes after {st['warmup']} warm-up invokes, "
-            f"{st['threads']} thread(s), measured with time.perf_counter on {where}; "
-            f"p90 {st['p90_ms']:.4f} ms, mean {st['mean_ms']:.4f} ms",
+            f"p50 of {st['runs']} invokes of {tflite.name} after {st['warmup']} warm-up "
+            f"invokes, {st['threads']} thread(s), measured with time.perf_counter on the device; "
+            f"p90 {st['p90_ms']:.4f} ms, mean {st['mean_ms']:.4f} ms", ran_on,
         ),
         Measurement(
             "ram_bytes", float(st["peak_rss_bytes"]), "bytes", "device", target.name,
-            "peak RSS (getrusage ru_maxrss) of the runner process on "
-            f"{where}: Python + numpy + LiteRT + the model after {st['warmup'] + st['runs']} "
-            f"invokes; {st['rss_before_load_bytes']} bytes before the model was loaded",
+            "peak RSS (getrusage ru_maxrss) of the runner process on the device: Python + "
+            f"numpy + LiteRT + the model after {st['warmup'] + st['runs']} invokes; "
+            f"{st['rss_before_load_bytes']} bytes before the model was loaded", ran_on,
         ),
     ]
-

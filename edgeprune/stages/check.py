@@ -8,8 +8,9 @@ a host figure counts only for the ``host`` profile. With no usable figure the ch
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from edgeprune.errors import ExitCode
@@ -92,22 +93,55 @@ def check_accuracy(
     )
 
 
+def _device_note(check: CheckResult, why: str | None) -> CheckResult:
+    """Say why a device figure was not what the check used."""
+    if not why or check.method == "device":
+        return check
+    return dataclasses.replace(check, rule=f"{check.rule} The device's figure was not used: "
+                                           f"{why}.")
+
+
 def run(
-    measurements: Sequence[Measurement], target: TargetProfile, baseline_accuracy: float | None
+    measurements: Sequence[Measurement], target: TargetProfile, baseline_accuracy: float | None,
+    device_not_used: Mapping[str, str] | None = None,
 ) -> list[CheckResult]:
-    """One check per budget the target sets, in a fixed order."""
+    """One check per budget the target sets, in a fixed order. ``device_not_used``: per
+    quantity, why ``--device`` gave no figure that stands for the target."""
     b = target.budgets
+    why = device_not_used or {}
     checks = []
     if b.latency_ms is not None:
-        checks.append(check_latency(best(measurements, "latency_ms", target), target))
+        checks.append(_device_note(
+            check_latency(best(measurements, "latency_ms", target), target),
+            why.get("latency_ms")))
     if b.ram_kb is not None:
-        checks.append(check_ram(best(measurements, "ram_bytes", target), target))
+        checks.append(_device_note(check_ram(best(measurements, "ram_bytes", target), target),
+                                   why.get("ram_bytes")))
     if b.flash_kb is not None:
         checks.append(check_flash(best(measurements, "flash_bytes", target), target))
     if b.accuracy_drop is not None:
         acc = next((m for m in measurements if m.quantity == "accuracy"), None)
         checks.append(check_accuracy(acc, baseline_accuracy, target))
     return checks
+
+
+_QUANTITY = {"latency": "latency_ms", "ram": "ram_bytes", "flash": "flash_bytes"}
+
+
+def mark_used(measurements: Sequence[Measurement], checks: Sequence[CheckResult],
+              target: TargetProfile) -> list[Measurement]:
+    """The measurements, each with ``used_by`` naming the checks that used it."""
+    used: dict[int, list[str]] = {}
+    for c in checks:
+        if c.method is None:
+            continue
+        quantity = _QUANTITY.get(c.name)
+        m = best(measurements, quantity, target) if quantity else next(
+            (m for m in measurements if m.quantity == "accuracy"), None)
+        if m is not None:
+            used.setdefault(id(m), []).append(c.name)
+    return [dataclasses.replace(m, used_by=tuple(used[id(m)])) if id(m) in used else m
+            for m in measurements]
 
 
 def passed(checks: Sequence[CheckResult]) -> bool:

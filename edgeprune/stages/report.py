@@ -56,12 +56,13 @@ class BuildReport:
     search: dict[str, Any] | None = None  # --prune auto's trajectory
     sensitivity: list[dict[str, Any]] | None = None  # --allocation sensitivity's scan
     device: str | None = None  # --device
+    device_not_used: dict[str, str] | None = None  # per quantity, why its figure is not used
     emulation: dict[str, Any] | None = None  # --emulate
     onnx: dict[str, Any] | None = None  # --export onnx: agreement of model.onnx with LiteRT
     schedule: dict[str, Any] | None = None  # schedule "gradual": each cut and its fine-tune
 
-    OPTIONAL = ("qat_finetune", "search", "sensitivity", "device", "emulation", "onnx",
-                "schedule")
+    OPTIONAL = ("qat_finetune", "search", "sensitivity", "device", "device_not_used",
+                "emulation", "onnx", "schedule")
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -136,9 +137,14 @@ def _check_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
     ]
 
 
+MEASUREMENT_HEADER = ("quantity", "value", "unit", "method", "where", "ran on", "used by",
+                      "how")
+
+
 def _measurement_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
     return [
-        (m["quantity"], _fmt(m["value"]), m["unit"], m["method"], m["where"], m.get("detail", ""))
+        (m["quantity"], _fmt(m["value"]), m["unit"], m["method"], m["where"],
+         m.get("ran_on") or "—", ", ".join(m.get("used_by") or ()) or "—", m.get("detail", ""))
         for m in report["measurements"]
     ]
 
@@ -175,7 +181,7 @@ def render_md(report: dict[str, Any]) -> str:
         "## Measurements",
         "",
         md_table(
-            ("quantity", "value", "unit", "method", "where", "how"), _measurement_rows(report)
+            MEASUREMENT_HEADER, _measurement_rows(report)
         ),
         "",
     ]
@@ -354,8 +360,7 @@ def render_html(report: dict[str, Any]) -> str:
         ("Budget search (--prune auto)", _search_html(report.get("search"))),
         ("Gradual schedule", html_table(SCHEDULE_HEADER, _schedule_rows(report["schedule"]))
          if (report.get("schedule") or {}).get("rows") else ""),
-        ("Measurements", html_table(("quantity", "value", "unit", "method", "where", "how"),
-                                     _measurement_rows(report))),
+        ("Measurements", html_table(MEASUREMENT_HEADER, _measurement_rows(report))),
         ("Notes", "".join(f"<p>{html.escape(n)}</p>" for n in report.get("notes", []))),
         ("Recipe", html_table(("key", "value"), _detail_rows(report["recipe"]))),
         ("Target", html_table(("key", "value"), _detail_rows(target))),

@@ -5,6 +5,7 @@ its Python is the project's virtualenv, as a prepared Raspberry Pi would have ai
 """
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -14,9 +15,11 @@ from edgeprune.cli import main
 
 
 def test_build_reports_device_latency_and_rss(ssh_server, tiny_files, tmp_path):
+    """With a profile that describes the loopback machine (an x86-64 "Pi")."""
     out = tmp_path / "o"
     r = CliRunner().invoke(main, [
-        "build", "--target", "rpi4", "--model", str(tiny_files["model"]),
+        "build", "--target", str(Path(__file__).with_name("profiles") / "loopback.toml"),
+        "--model", str(tiny_files["model"]),
         "--data", str(tiny_files["data"]), "--val", str(tiny_files["val"]),
         "--calib", str(tiny_files["calib"]), "--prune", "none", "--epochs", "0",
         "--out", str(out), "--device", ssh_server.uri,
@@ -24,10 +27,10 @@ def test_build_reports_device_latency_and_rss(ssh_server, tiny_files, tmp_path):
         "--remote-python", REMOTE_PYTHON,
     ])
     assert r.exit_code in (0, 1), r.output
-    rep = json.loads((out / "rpi4" / "report.json").read_text())
+    rep = json.loads((out / "loopback" / "report.json").read_text())
     device = {m["quantity"]: m for m in rep["measurements"] if m["method"] == "device"}
     assert set(device) == {"latency_ms", "ram_bytes"}
-    assert all(m["where"] == "rpi4" for m in device.values())
+    assert all(m["where"] == "loopback" for m in device.values())
     assert 0 < device["latency_ms"]["value"] < 1000 and device["ram_bytes"]["value"] > 1e6
     checks = {c["name"]: c for c in rep["checks"]}
     # the device figure outranks the estimate

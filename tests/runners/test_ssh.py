@@ -41,7 +41,8 @@ def test_measure_on_device_returns_device_latency_and_rss(ssh_server, rpi4_tflit
     assert (latency.quantity, latency.method, latency.where, latency.unit) == \
         ("latency_ms", "device", "rpi4", "ms")
     assert 0 < latency.value < 50
-    assert "p50 of 50 invokes after 10 warm-up" in latency.detail
+    assert "p50 of 50 invokes of small_rpi4_int8.tflite after 10 warm-up" in latency.detail
+    assert "x86_64" in latency.ran_on and "ai_edge_litert" in latency.ran_on
     assert (ram.quantity, ram.method, ram.unit) == ("ram_bytes", "device", "bytes")
     assert 10e6 < ram.value < 2e9  # a Python + numpy + LiteRT process
     assert "ru_maxrss" in ram.detail
