@@ -79,9 +79,10 @@ def estimates(tflite: bytes, target: TargetProfile) -> TargetEstimate:
 
 @dataclass(frozen=True)
 class OnTarget:
-    """Where to run the artifact besides this machine: a real device over SSH, or QEMU."""
+    """Where to run the artifact besides this machine: a real device over SSH or a serial port,
+    or QEMU."""
 
-    device: str | None = None  # ssh://user@host[:port]
+    device: str | None = None  # ssh://user@host[:port] or serial:PORT[@BAUD]
     known_hosts: Path | None = None
     identity: Path | None = None
     remote_python: str = "python3"
@@ -91,9 +92,9 @@ class OnTarget:
         """Validate the URI and key files now, so a typo fails before the build, not after."""
         if self.device is None:
             return
-        from edgeprune.device import parse_ssh
+        from edgeprune.runners.serial_device import check_measured_device
 
-        parse_ssh(self.device)
+        check_measured_device(self.device)  # ssh:// or serial: (whose /dev port must exist)
         for option, path in (("--known-hosts", self.known_hosts), ("--identity", self.identity)):
             if path is not None and not Path(path).is_file():
                 raise BadInputError(f"{option} {path}", "no such file",
@@ -110,7 +111,12 @@ def on_target(
     """Device (method ``device``) and emulator (method ``qemu``) figures, plus report details."""
     measurements: list[Measurement] = []
     details: dict[str, Any] = {}
-    if opts.device is not None:
+    if opts.device is not None and opts.device.startswith("serial:"):
+        from edgeprune.runners.serial_device import measure_over_serial
+
+        measurements += measure_over_serial(tflite, target, opts.device)
+        details["device"] = opts.device
+    elif opts.device is not None:
         from edgeprune.runners.ssh import measure_on_device
 
         measurements += measure_on_device(
