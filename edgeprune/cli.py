@@ -245,6 +245,7 @@ def check(model: Path, target_spec: str, data: Path | None, as_json: bool, stric
     """Check an existing .tflite MODEL against a target's budgets."""
     from edgeprune.drivers.check_model import check_tflite
 
+    _check_device(device, [target_spec])  # the kind-vs-scheme rule before the port's existence
     result = check_tflite(model, target_spec, data,
                           _on_target(device, known_hosts, identity, remote_python, emulate))
     if as_json:

@@ -216,13 +216,23 @@ class SerialReader:
                 current = None
         raise AssertionError("unreachable: _lines ends only by raising")
 
+    def _diagnosis(self) -> str:
+        t, baud = self.tally, self.device.baud
+        if not t.valid and t.refused:
+            return (f"{t.refused} line(s) failed the checksum and none passed it: likely a wrong "
+                    f"baud rate ({baud})")
+        if not t.valid:
+            return (f"{t.foreign} line(s) received, none from the edgeprune firmware: a wrong "
+                    f"baud rate ({baud}), or another firmware")
+        return f"no complete report ({t.summary()})"
+
     def _silent(self, waited: float, received: bool) -> ToolError:
         d = self.device
         if received:
-            return ToolError(self.what, f"the board went silent for {self.silence:g} s after "
-                             f"{waited - self.silence:.0f} s ({self.tally.summary()})",
-                             "Check that it did not hang or reset into another firmware; a "
-                             "model slower than ~1 s per invoke needs a smaller EDGEPRUNE_RUNS")
+            return ToolError(self.what, f"{self._diagnosis()}, then nothing for "
+                             f"{self.silence:g} s", "Check that the board did not hang or reset "
+                             "into another firmware; a model slower than ~1 s per invoke needs a "
+                             "smaller EDGEPRUNE_RUNS")
         return ToolError(
             self.what, f"nothing received on {d.port} at {d.baud} baud for {self.silence:g} s",
             f"Check that the board is powered and flashed with the edgeprune firmware (edgeprune "
@@ -230,16 +240,7 @@ class SerialReader:
             f"(serial:{d.port}@BAUD)")
 
     def _no_report(self) -> ToolError:
-        t = self.tally
-        if not t.valid and t.refused:
-            problem = (f"{t.refused} line(s) failed the checksum and none passed it: likely a "
-                       f"wrong baud rate ({self.device.baud})")
-        elif not t.valid:
-            problem = (f"{t.foreign} line(s) received, none from the edgeprune firmware: a wrong "
-                       f"baud rate ({self.device.baud}), or another firmware")
-        else:
-            problem = f"no complete report ({t.summary()})"
-        return ToolError(self.what, f"{problem} within {self.timeout:g} s",
+        return ToolError(self.what, f"{self._diagnosis()} within {self.timeout:g} s",
                          "Give the baud rate the firmware's UART uses (serial:PORT@BAUD) and "
                          "flash the edgeprune firmware (edgeprune flash --target T ...)")
 
