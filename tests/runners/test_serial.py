@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import subprocess
 import threading
 import time
 import tty
@@ -318,3 +319,128 @@ def test_check_uses_the_device_latency_from_the_serial_port(board, int8_io_tflit
     assert checks["latency"]["method"] == "device"
     assert checks["latency"]["value"] == device["latency_ms"]["value"]
     assert result["device"] == f"serial:{board.port}"
+
+
+# -- the firmware side, compiled with the host compiler ---------------------------------------
+# Stand-ins for the TFLite-Micro declarations main.cc uses (the real ones need the TFLM tree and
+# an Arm toolchain, which are not here). Each Invoke advances a fake cycle counter by
+# 1000 + 7 * (call % 5), starting near 2^32 so the counts cross a wrap-around.
+STANDIN_TFLM = {
+    "tensorflow/lite/micro/micro_interpreter.h": """\
+#pragma once
+#include <cstddef>
+#include <cstdint>
+typedef enum { kTfLiteOk = 0, kTfLiteError = 1 } TfLiteStatus;
+struct TfLiteTensor { int unused; };
+namespace tflite {
+extern uint32_t standin_cycles;
+struct Model { uint32_t version() const { return 3; } };
+inline const Model* GetModel(const void*) { static Model m; return &m; }
+template <unsigned N> struct MicroMutableOpResolver {
+  TfLiteStatus AddConv2D() { return kTfLiteOk; }
+};
+class MicroInterpreter {
+ public:
+  template <class R> MicroInterpreter(const Model*, R&, uint8_t*, size_t) {}
+  TfLiteStatus AllocateTensors() { return kTfLiteOk; }
+  TfLiteStatus Invoke() { standin_cycles += 1000u + 7u * (calls_++ % 5u); return kTfLiteOk; }
+  TfLiteTensor* input(size_t) { return &tensor_; }
+  TfLiteTensor* output(size_t) { return &tensor_; }
+  size_t arena_used_bytes() const { return 12345; }
+ private:
+  unsigned calls_ = 0;
+  TfLiteTensor tensor_{};
+};
+}  // namespace tflite
+""",
+    "tensorflow/lite/micro/micro_mutable_op_resolver.h":
+        '#pragma once\n#include "tensorflow/lite/micro/micro_interpreter.h"\n',
+    "tensorflow/lite/schema/schema_generated.h": "#pragma once\n#define TFLITE_SCHEMA_VERSION 3\n",
+}
+HARNESS_CC = """\
+#include <cstdint>
+#include <cstdlib>
+#include "tensorflow/lite/micro/micro_interpreter.h"
+uint32_t tflite::standin_cycles = 0xFFFFF000u;
+extern "C" {
+uint32_t SystemCoreClock = 80000000u;  // as CMSIS system code defines it
+}
+// After EDGEPRUNE_REPORTS reports main.cc enters the plain inference loop: end there.
+extern "C" void edgeprune_use_output(const TfLiteTensor*) { std::exit(0); }
+"""
+
+
+def _firmware(tmp_path: Path, *defines: str) -> bytes:
+    """Write the bundle for MODEL, build its main.cc against the stand-ins, run it: its stdout."""
+    from edgeprune.deploy.mcu import write_bundle
+
+    art = tmp_path / "art"
+    art.mkdir(exist_ok=True)
+    (art / "model_data.h").write_text("#pragma once\nextern const unsigned char g_model[];\n"
+                                      "extern const unsigned int g_model_len;\n")
+    (art / "model_data.cc").write_text(
+        '#include "model_data.h"\nalignas(16) const unsigned char g_model[] = {'
+        + ", ".join(map(str, MODEL)) + f"}};\nconst unsigned int g_model_len = {len(MODEL)};\n")
+    (art / "op_resolver.h").write_text(
+        '#pragma once\n#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"\n'
+        "inline TfLiteStatus RegisterOps(tflite::MicroMutableOpResolver<1>& r) {\n"
+        "  return r.AddConv2D();\n}\n")
+    bundle = write_bundle(M4, art)
+    stubs = tmp_path / "standin"
+    for name, text in {**STANDIN_TFLM, "harness.cc": HARNESS_CC}.items():
+        (stubs / name).parent.mkdir(parents=True, exist_ok=True)
+        (stubs / name).write_text(text)
+    app = tmp_path / "app"
+    subprocess.run(["g++", "-std=c++17", "-Wall", "-Wextra", "-Wformat=2", "-Werror",
+                    "-DEDGEPRUNE_REPORTS=2", *defines, f"-I{stubs}", f"-I{bundle}",
+                    str(bundle / "main.cc"), str(bundle / "model_data.cc"),
+                    str(stubs / "harness.cc"), "-o", str(app)], check=True)
+    return subprocess.run([str(app)], capture_output=True, check=True, timeout=30).stdout
+
+
+def test_firmware_protocol_compiled_on_the_host_is_read_back(board, model_file, tmp_path):
+    out = _firmware(tmp_path, "-DEDGEPRUNE_READ_CYCLES()=tflite::standin_cycles")
+    lines = out.splitlines(keepends=True)
+    assert all(raw.endswith(b"\r\n") for raw in lines)
+    kinds = [parse_line(raw.rstrip(b"\n")).kind for raw in lines]  # every checksum right
+    assert kinds == ["boot", *(["run", *["invoke"] * 20, "arena", "done"] * 2)]
+    board.play(lines, repeat=True)
+    ms = {m.quantity: m for m in measure_over_serial(model_file, M4, f"serial:{board.port}",
+                                                     timeout=10, silence=5)}
+    # report 1 times invokes 3..22: each of 1000 + 7 * (0..4) four times, so the median is 1014
+    assert ms["latency_ms"].value == pytest.approx(1014 / 64e3)
+    assert "EDGEPRUNE_READ_CYCLES()" in ms["latency_ms"].detail
+    assert "the board reports 80 MHz" in ms["latency_ms"].detail  # SystemCoreClock, read back
+    assert ms["ram_bytes"].value == 12345
+
+
+def test_firmware_without_a_cycle_counter_says_so(tmp_path):
+    # On this x86 host no __ARM_ARCH_7*M__ macro is defined: the M0/M0+ case.
+    lines = [parse_line(raw) for raw in _firmware(tmp_path).splitlines()]
+    assert {m.fields["counter"] for m in lines if m.kind == "run"} == {"none"}
+    assert "invoke" not in {m.kind for m in lines}
+    assert {m.fields["runs"] for m in lines if m.kind == "done"} == {"0"}
+
+
+def test_protocol_header_is_c99_and_never_sends_a_cut_line(tmp_path):
+    from edgeprune.deploy.mcu import PROTOCOL_H
+
+    (tmp_path / "edgeprune_protocol.h").write_text(PROTOCOL_H)
+    (tmp_path / "t.c").write_text("""\
+#include <stdio.h>
+#include "edgeprune_protocol.h"
+void edgeprune_write(const char* line, size_t len) { fwrite(line, 1, len, stdout); }
+int main(void) {
+  char small[24];
+  if (epr_format(small, sizeof(small), "invoke", "i=%d cycles=%lu", 1, 123456ul) != 0) return 1;
+  epr_send("invoke", "i=%d cycles=%lu", 7, 4294967295ul);
+  epr_send("done", "");
+  return 0;
+}
+""")
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror",
+                    f"-I{tmp_path}", str(tmp_path / "t.c"), "-o", str(tmp_path / "t")],
+                   check=True)
+    out = subprocess.run([str(tmp_path / "t")], capture_output=True, check=True).stdout
+    assert out.splitlines(keepends=True) == [line("invoke", i=7, cycles=4294967295),
+                                             line("done")]
