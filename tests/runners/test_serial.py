@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import threading
@@ -141,6 +142,13 @@ def test_parse_line_accepts_refuses_and_ignores():
         parse_line(good.replace(b"1234", b"1235").rstrip(b"\r\n"))  # one digit changed
     with pytest.raises(ChecksumError):
         parse_line(line("invoke", i=3).rstrip(b"\r\n"))  # checksum right, cycles missing
+
+
+def test_the_example_lines_in_the_docs_pass_the_checksum():
+    docs = (Path(__file__).parents[2] / "docs" / "devices.md").read_text()
+    examples = re.findall(r"^    (EPR1 .*? \*[0-9A-F]{8})", docs, re.MULTILINE)
+    assert [parse_line(e.encode()).kind for e in examples] == [
+        "boot", "run", "invoke", "arena", "done", "error"]
 
 
 # -- the reader on a stand-in board ------------------------------------------------------------
