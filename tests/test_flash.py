@@ -285,5 +285,7 @@ def test_cortex_m_rejects_ssh_and_linux_rejects_probe(tmp_path):
     art = mcu_artifacts(tmp_path / "m4")
     with pytest.raises(BadInputError, match="microcontroller"):
         flash(load_target("cortex-m4"), art, "ssh://root@127.0.0.1:22")
+    with pytest.raises(BadInputError, match="serial: device is read for measurements"):
+        flash(load_target("cortex-m4"), art, "serial:/dev/ttyACM0")
     with pytest.raises(BadInputError, match="Linux device"):
         flash(load_target("rpi4"), art, "pyocd:nrf52840")
