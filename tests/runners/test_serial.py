@@ -18,7 +18,9 @@ import threading
 import time
 import tty
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -28,6 +30,7 @@ from edgeprune.device import SerialDevice, parse_device
 from edgeprune.errors import BadInputError, ToolError
 from edgeprune.runners.serial_device import (
     ChecksumError,
+    Report,
     SerialReader,
     crc32,
     measure_over_serial,
@@ -114,18 +117,23 @@ def model_file(tmp_path) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class Read:
+    result: Report
+    tally: Any
+
+
 def read(board: StandInBoard, lines: list[bytes], timeout: float = 10.0,
-         silence: float = 5.0) -> SerialReader:
+         silence: float = 5.0) -> Read:
     """Open the port first (pyserial drops what arrived before), then let the board talk."""
     device = SerialDevice(board.port)
     port = open_port(device)
     reader = SerialReader(port, device, timeout=timeout, silence=silence)
     board.play(lines)
     try:
-        reader.result = reader.read_report()
+        return Read(reader.read_report(), reader.tally)
     finally:
         port.close()
-    return reader
 
 
 # -- protocol ----------------------------------------------------------------------------------
@@ -452,3 +460,26 @@ int main(void) {
     out = subprocess.run([str(tmp_path / "t")], capture_output=True, check=True).stdout
     assert out.splitlines(keepends=True) == [line("invoke", i=7, cycles=4294967295),
                                              line("done")]
+
+
+def test_build_of_two_targets_measures_only_the_one_the_device_reaches(board, tiny_files,
+                                                                       tmp_path):
+    args = ["build", "--model", str(tiny_files["model"]), "--data", str(tiny_files["data"]),
+            "--val", str(tiny_files["val"]), "--calib", str(tiny_files["calib"]),
+            "--prune", "none", "--epochs", "0"]
+    first = CliRunner().invoke(main, [*args, "--target", "cortex-m4", "--out",
+                                      str(tmp_path / "a")])
+    assert first.exit_code in (0, 1), first.output
+    # The board runs the firmware of that build; the same inputs rebuild the same model.
+    blob = (tmp_path / "a" / "cortex-m4" / "model.tflite").read_bytes()
+    board.play([BOOT, *report([128_000, 130_560, 126_720], model=blob)], repeat=True)
+    out = tmp_path / "b"
+    r = CliRunner().invoke(main, [*args, "--target", "rpi4", "--target", "cortex-m4",
+                                  "--out", str(out), "--device", f"serial:{board.port}"])
+    assert r.exit_code in (0, 1), r.output
+    m4 = json.loads((out / "cortex-m4" / "report.json").read_text())
+    device = {m["quantity"]: m["value"] for m in m4["measurements"] if m["method"] == "device"}
+    assert device == {"latency_ms": pytest.approx(128_000 / 64e3), "ram_bytes": 18_432}
+    rpi4 = json.loads((out / "rpi4" / "report.json").read_text())
+    assert not [m for m in rpi4["measurements"] if m["method"] == "device"]
+    assert any(f"--device serial:{board.port} not used" in n for n in rpi4["notes"])
