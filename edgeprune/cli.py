@@ -63,7 +63,10 @@ def _path(exists: bool = True, dir_okay: bool = True, file_okay: bool = True) ->
 def _on_target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--device/--emulate and the SSH options, shared by build and check."""
     options = [
-        click.option("--device", help="Measure on a device: ssh://user@host[:port]."),
+        click.option("--device", help="Measure on a device: ssh://user@host[:port] (Linux, "
+                     "LiteRT), or serial:PORT[@BAUD] (an MCU running the flashed edgeprune "
+                     "firmware, e.g. serial:/dev/ttyACM0@115200). With several targets, each "
+                     "is measured on it only if the device reaches its kind."),
         click.option("--known-hosts", type=Path,
                      help="known_hosts file for --device (default ~/.ssh/known_hosts); "
                      "unknown host keys are refused, never added."),
@@ -77,6 +80,15 @@ def _on_target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def _check_device(device: str | None, specs: list[str]) -> None:
+    """Before any build: serial: for a cortex-m/ethos-u target, ssh:// for others (exit 2);
+    with several targets, only a device that reaches none of them is refused."""
+    from edgeprune.device import check_device_for_targets
+    from edgeprune.targets import load_target
+
+    check_device_for_targets(device, [load_target(s) for s in specs])
 
 
 def _on_target(device: str | None, known_hosts: Path | None, identity: Path | None,
@@ -178,6 +190,7 @@ def build(target_specs: tuple[str, ...], model: Path | None, data: Path | None,
     from edgeprune.drivers import sweep as sweep_mod
 
     specs = ci_report.target_specs(target_specs, all_targets, Path.cwd())
+    _check_device(device, specs)
     ratios = None if sweep is None else sweep_mod.parse_ratios(sweep)
     if junit is not None:
         if ratios is not None:
@@ -236,6 +249,7 @@ def check(model: Path, target_spec: str, data: Path | None, as_json: bool, stric
     """Check an existing .tflite MODEL against a target's budgets."""
     from edgeprune.drivers.check_model import check_tflite
 
+    _check_device(device, [target_spec])  # the kind-vs-scheme rule before the port's existence
     result = check_tflite(model, target_spec, data,
                           _on_target(device, known_hosts, identity, remote_python, emulate))
     if as_json:

@@ -244,8 +244,16 @@ def test_cortex_m_bundle(tmp_path):
     bundle = write_bundle(load_target("cortex-m4"), art)
     assert bundle == art / "firmware"
     assert sorted(p.name for p in bundle.iterdir()) == sorted(
-        ["model_data.cc", "model_data.h", "op_resolver.h", "main.cc", "CMakeLists.txt"])
+        ["model_data.cc", "model_data.h", "op_resolver.h", "main.cc", "edgeprune_protocol.h",
+         "CMakeLists.txt"])
     main = (bundle / "main.cc").read_text()
+    # the serial report (tests/runners/test_serial.py builds and reads it): DWT cycle counts,
+    # guarded for cores without one, and the arena TFLM used
+    assert "0xE0001004u)  // DWT->CYCCNT" in main and "defined(__ARM_ARCH_7EM__)" in main
+    assert '#define EDGEPRUNE_COUNTER "none"' in main
+    assert "epr_crc32(0, g_model, g_model_len)" in main
+    assert 'epr_send("invoke", "i=%d cycles=%lu"' in main
+    assert "interpreter.arena_used_bytes()" in main
     assert "tflite::GetModel(g_model)" in main
     assert "MicroMutableOpResolver<4> resolver;" in main and "RegisterOps(resolver);" in main
     assert "#define EDGEPRUNE_ARENA_BYTES 22016" in main  # measured 20000 B + 10 %, aligned
@@ -277,5 +285,7 @@ def test_cortex_m_rejects_ssh_and_linux_rejects_probe(tmp_path):
     art = mcu_artifacts(tmp_path / "m4")
     with pytest.raises(BadInputError, match="microcontroller"):
         flash(load_target("cortex-m4"), art, "ssh://root@127.0.0.1:22")
+    with pytest.raises(BadInputError, match="serial: device is read for measurements"):
+        flash(load_target("cortex-m4"), art, "serial:/dev/ttyACM0")
     with pytest.raises(BadInputError, match="Linux device"):
         flash(load_target("rpi4"), art, "pyocd:nrf52840")

@@ -12,7 +12,7 @@ from pathlib import Path
 from edgeprune.deploy.linux import flash_linux
 from edgeprune.deploy.mcu import flash_mcu
 from edgeprune.deploy.result import FlashResult
-from edgeprune.device import SshDevice, parse_device
+from edgeprune.device import SerialDevice, SshDevice, parse_device
 from edgeprune.errors import BadInputError
 from edgeprune.targets import TargetProfile
 
@@ -32,6 +32,10 @@ def flash(
         if isinstance(device, SshDevice):
             raise BadInputError(f"--device {device_uri}", f"{target.name} is a microcontroller",
                                 "Use --device pyocd:TARGET or esptool:PORT, or none")
+        if isinstance(device, SerialDevice):
+            raise BadInputError(f"--device {device_uri}", "a serial: device is read for "
+                                "measurements (edgeprune check --device), it is not flashed",
+                                "Flash with --device pyocd:TARGET or esptool:PORT, or none")
         if rollback:
             raise BadInputError("--rollback", "microcontrollers keep no previous release",
                                 "Flash the older artifacts folder instead")

@@ -12,6 +12,7 @@ import numpy as np
 from edgeprune import converter
 from edgeprune import data as data_mod
 from edgeprune.data import load as data_load
+from edgeprune.device import check_device_for_target
 from edgeprune.drivers import pipeline
 from edgeprune.errors import BadInputError
 from edgeprune.measurement import CheckResult, Measurement
@@ -42,6 +43,8 @@ def check_tflite(
 ) -> CheckOutcome:
     from edgeprune.tflite.graph import parse_tflite
     target = load_target(target_spec)
+    if on_target is not None and on_target.device is not None:
+        check_device_for_target(on_target.device, target)  # serial: for an MCU, else ssh://
     if not path.is_file():
         raise BadInputError(str(path), "no such file", "Give the path to a .tflite model")
     blob = path.read_bytes()

@@ -8,6 +8,7 @@ failed or interrupted build leaves nothing behind and never half-replaces a prev
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 import time
@@ -21,6 +22,7 @@ import numpy as np
 from edgeprune import converter
 from edgeprune import data as data_mod
 from edgeprune.atomic import staged_folder
+from edgeprune.device import parse_measured, reaches
 from edgeprune.drivers import stage_cache
 from edgeprune.errors import BadInputError
 from edgeprune.exporters import onnx as export_onnx
@@ -114,6 +116,7 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
     timer = StageTimer()
     req = _with_example_defaults(req)
     target = load_target(target_spec)
+    on_target_opts, device_notes = _on_target_for(req.on_target, target)
     recipe = resolve_recipe(target.build, target.source, req.recipe_file, req.overrides)
     converter.check_target(recipe.quantize, target)
     if "onnx" in recipe.export:
@@ -182,7 +185,7 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
             with timer.stage("evaluate"):
                 measurements, estimate = _measure(tflite, inputs, target, samples)
                 on_target_ms, on_target = measure.on_target(
-                    work / "model.tflite", target, req.on_target, samples)
+                    work / "model.tflite", target, on_target_opts, samples)
                 # First: device/emulator figures; a device artifact (e.g. model_vela.tflite)
                 # outranks model.tflite's size.
                 measurements[:0] = [*on_target_ms, *device.measurements]
@@ -207,7 +210,7 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
                     result=result, measurements=measurements, checks=checks,
                     layers=_layer_rows(model, final_model), timings_s=timer.timings,
                     versions=tool_versions(),
-                    notes=[*untrained, *pruned.notes, *gradual.notes(schedule),
+                    notes=[*device_notes, *untrained, *pruned.notes, *gradual.notes(schedule),
                            *_data_notes(inputs),
                            *_model_notes(model_in, model_out)],
                     quantization=quant, fidelity=fid, artifacts=device.report,
@@ -230,6 +233,20 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
         raise
     return BuildOutcome(target, req.out / target.name, rep.to_dict(),
                         check.exit_code(checks, req.strict))
+
+
+def _on_target_for(opts: measure.OnTarget,
+                   target: TargetProfile) -> tuple[measure.OnTarget, list[str]]:
+    """``--device`` for this target: in a build of several targets (the CLI refuses a device
+    that reaches none of them), a device that cannot reach this one (serial: for a Cortex-A,
+    ssh:// for an MCU) is left out for it, and its report says so."""
+    if opts.device is None or reaches(parse_measured(opts.device), target):
+        return opts, []
+    log.warning("--device %s cannot reach %s (%s): not measured on it", opts.device, target.name,
+                target.hardware.kind)
+    return dataclasses.replace(opts, device=None), [
+        f"--device {opts.device} not used: a serial port reaches a cortex-m/ethos-u target, "
+        f"ssh:// any other, and {target.name} is {target.hardware.kind}"]
 
 
 def _result(final_model: Any, tflite: bytes, measurements: list[Measurement]) -> dict[str, Any]:

@@ -88,9 +88,10 @@ MCU_KINDS = ("cortex-m", "ethos-u")
 
 @dataclass(frozen=True)
 class OnTarget:
-    """Where to run the artifact besides this machine: a real device over SSH, or QEMU."""
+    """Where to run the artifact besides this machine: a real device over SSH or a serial port,
+    or QEMU."""
 
-    device: str | None = None  # ssh://user@host[:port]
+    device: str | None = None  # ssh://user@host[:port] or serial:PORT[@BAUD]
     known_hosts: Path | None = None
     identity: Path | None = None
     remote_python: str = "python3"
@@ -100,9 +101,9 @@ class OnTarget:
         """Validate the URI and key files now, so a typo fails before the build, not after."""
         if self.device is None:
             return
-        from edgeprune.device import parse_ssh
+        from edgeprune.runners.serial_device import check_measured_device
 
-        parse_ssh(self.device)
+        check_measured_device(self.device)  # ssh:// or serial: (whose /dev port must exist)
         for option, path in (("--known-hosts", self.known_hosts), ("--identity", self.identity)):
             if path is not None and not Path(path).is_file():
                 raise BadInputError(f"{option} {path}", "no such file",
@@ -137,7 +138,7 @@ def device_mismatch(opts: OnTarget, target: TargetProfile) -> str:
 def require_device_fit(opts: OnTarget, targets: Sequence[TargetProfile]) -> None:
     """Before any build: the device must be the machine of at least one target (exit 2
     otherwise, saying what it reported); the others get its figures for reference only."""
-    if opts.device is None:
+    if opts.device is None or not opts.device.startswith("ssh://"):
         return
     reasons = [device_mismatch(opts, t) for t in targets]
     if all(reasons):
@@ -168,8 +169,6 @@ def device_figures(tflite: Path, target: TargetProfile, opts: OnTarget, sample: 
     from edgeprune.runners.ssh import DelegateMissing, measure_on_device
 
     reason = device_mismatch(opts, target)
-    if target.hardware.kind in MCU_KINDS:
-        return [], {"latency_ms": reason, "ram_bytes": reason}
     model, delegate = tflite, None
     if target.hardware.kind == "edgetpu":
         compiled = _compiled_edgetpu(tflite, artifacts_dir)
@@ -206,7 +205,12 @@ def on_target(
     (``device_not_used``: per quantity, why the device's figure is not the target's)."""
     measurements: list[Measurement] = []
     details: dict[str, Any] = {}
-    if opts.device is not None:
+    if opts.device is not None and opts.device.startswith("serial:"):
+        from edgeprune.runners.serial_device import measure_over_serial
+
+        measurements += measure_over_serial(tflite, target, opts.device)
+        details["device"] = opts.device
+    elif opts.device is not None:
         measurements, not_used = device_figures(tflite, target, opts, samples[0], artifacts_dir)
         details["device"] = opts.device
         if not_used:
