@@ -274,3 +274,31 @@ def resolve_recipe(
         if value is not None and value != ():
             values[key] = _coerce(f"--{key.replace('_', '-')}", key, value)
     return Recipe(**values)
+
+
+
+def resolve_for_build(
+    target_defaults: dict[str, Any], target_source: str, recipe_file: Path | None,
+    cli: dict[str, Any], *, has_train: bool,
+) -> tuple[Recipe, list[str]]:
+    """``resolve_recipe``, without the target's gradual schedule where the user's own choices
+    rule it out (``--prune weights``, ``--epochs 2``, ``--l1``, no ``--data``, …); the note
+    says so. A target default must not turn an option that works elsewhere into an error; a
+    schedule the user asks for (recipe file or ``--schedule``) is still refused."""
+    explicit = {k for k, v in cli.items() if v is not None and v != ()}
+    if recipe_file is not None:
+        explicit |= set(read_recipe_file(recipe_file))
+    if target_defaults.get("schedule") != "gradual" or "schedule" in explicit:
+        return resolve_recipe(target_defaults, target_source, recipe_file, cli), []
+    why = "" if has_train else "no training data (--data) to fine-tune between the cuts"
+    if not why:
+        try:
+            return resolve_recipe(target_defaults, target_source, recipe_file, cli), []
+        except RecipeError as exc:
+            if "gradual" not in exc.what:
+                raise
+            why = f"{exc.what}: {exc.problem}"
+    kept = {k: v for k, v in target_defaults.items() if k not in ("schedule", "steps")}
+    return resolve_recipe(kept, target_source, recipe_file, cli), [
+        f"{target_source} [build] sets schedule = \"gradual\", which does not apply to this "
+        f"build ({why}); the one-shot schedule is used"]

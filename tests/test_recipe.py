@@ -175,3 +175,37 @@ def test_gradual_without_data_exits_2_before_the_slow_stages(tiny_files, tmp_pat
     assert r.exit_code == 2 and "--schedule gradual" in r.output and "--data" in r.output, (
         r.output)
     assert "baseline" not in r.output and not (tmp_path / "o").exists()
+
+
+GRADUAL_DEFAULTS = {"prune": "structured", "sparsity": 0.75, "schedule": "gradual", "steps": 3,
+                    "distill": True, "epochs": 10, "quantize": "int8"}
+
+
+@pytest.mark.parametrize(("cli", "has_train", "why"), [
+    ({"prune": "magnitude"}, True, "channel pruning only"),
+    ({"prune": "none"}, True, "channel pruning only"),
+    ({"epochs": 2}, True, "--epochs 2"),
+    ({"l1": 1e-4}, True, "--l1"),
+    ({}, False, "no training data"),
+])
+def test_a_target_gradual_default_gives_way_to_the_users_choices(cli, has_train, why):
+    from edgeprune.recipe import resolve_for_build
+
+    r, notes = resolve_for_build(GRADUAL_DEFAULTS, "rpi4.toml", None, cli, has_train=has_train)
+    assert (r.schedule, r.cuts()) == ("oneshot", 1)
+    assert len(notes) == 1 and why in notes[0] and "rpi4.toml [build]" in notes[0]
+    assert r.distill  # the rest of the target's recipe stays
+
+
+def test_a_gradual_schedule_the_user_asks_for_is_still_refused(tmp_path):
+    from edgeprune.recipe import resolve_for_build
+
+    r, notes = resolve_for_build(GRADUAL_DEFAULTS, "rpi4.toml", None, {}, has_train=True)
+    assert (r.schedule, r.cuts(), notes) == ("gradual", 3, [])
+    with pytest.raises(RecipeError, match="--epochs 2"):
+        resolve_for_build(GRADUAL_DEFAULTS, "rpi4.toml", None,
+                          {"schedule": "gradual", "epochs": 2}, has_train=True)
+    f = tmp_path / "r.toml"
+    f.write_text('schedule = "gradual"\nprune = "magnitude"\n')
+    with pytest.raises(RecipeError, match="channel pruning only"):
+        resolve_for_build(GRADUAL_DEFAULTS, "rpi4.toml", f, {}, has_train=True)

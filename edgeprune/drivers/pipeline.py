@@ -30,7 +30,7 @@ from edgeprune.keras3 import bridge as keras3_bridge
 from edgeprune.keras3 import export as keras3_export
 from edgeprune.manifest import tool_versions, write_manifest
 from edgeprune.measurement import Measurement
-from edgeprune.recipe import Recipe, resolve_recipe
+from edgeprune.recipe import Recipe, resolve_for_build
 from edgeprune.resources import example_inputs
 from edgeprune.stages import (
     artifacts,
@@ -117,7 +117,10 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
     req = _with_example_defaults(req)
     target = load_target(target_spec)
     on_target_opts, device_notes = _on_target_for(req.on_target, target)
-    recipe = resolve_recipe(target.build, target.source, req.recipe_file, req.overrides)
+    recipe, recipe_notes = resolve_for_build(target.build, target.source, req.recipe_file,
+                                             req.overrides, has_train=req.data is not None)
+    for note in recipe_notes:
+        log.warning("note: %s", note)
     converter.check_target(recipe.quantize, target)
     if "onnx" in recipe.export:
         export_onnx.check("--export onnx", recipe.quantize)
@@ -210,8 +213,8 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
                     result=result, measurements=measurements, checks=checks,
                     layers=_layer_rows(model, final_model), timings_s=timer.timings,
                     versions=tool_versions(),
-                    notes=[*device_notes, *untrained, *pruned.notes, *gradual.notes(schedule),
-                           *_data_notes(inputs),
+                    notes=[*recipe_notes, *device_notes, *untrained, *pruned.notes,
+                           *gradual.notes(schedule), *_data_notes(inputs),
                            *_model_notes(model_in, model_out)],
                     quantization=quant, fidelity=fid, artifacts=device.report,
                     estimate=estimate, finetune=trained, qat_finetune=qat_trained,

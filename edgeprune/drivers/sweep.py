@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeprune.atomic import staged_folder
 from edgeprune.errors import BadInputError, RecipeError
-from edgeprune.recipe import resolve_recipe
+from edgeprune.recipe import resolve_for_build
 from edgeprune.targets import load_target
 
 if TYPE_CHECKING:  # the pipeline imports TensorFlow
@@ -63,7 +63,9 @@ def check_recipe(request: BuildRequest, spec: str) -> None:
         raise BadInputError("--sparsity", "cannot be combined with --sweep (the sweep sets it)",
                             "Drop --sparsity, or drop --sweep for a single build")
     target = load_target(spec)
-    recipe = resolve_recipe(target.build, target.source, request.recipe_file, request.overrides)
+    recipe, _ = resolve_for_build(target.build, target.source, request.recipe_file,
+                                  request.overrides,
+                                  has_train=request.data is not None or request.model is None)
     if recipe.prune not in SWEEPABLE:
         raise RecipeError(f"--sweep with --prune {recipe.prune} (for {target.name})",
                           "varies --sparsity, which this pruning method does not take",
