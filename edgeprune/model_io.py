@@ -120,9 +120,9 @@ def _savedmodel_configs(path: Path) -> list[Any]:
             "is a SavedModel without Keras metadata (keras_metadata.pb), as Keras 3's "
             "model.export() and tf.saved_model.save write: it holds TF graphs and no Keras "
             "layers, and pruning and fine-tuning work on layers",
-            "Give the Keras file the model was saved to (model.save('model.keras')); a "
-            "SavedModel you only want converted goes straight to tf.lite.TFLiteConverter."
-            "from_saved_model",
+            "Give the Keras file the model was saved to (model.save('model.keras')) to prune "
+            "it; --prune none (without QAT) quantizes, converts and checks this SavedModel as "
+            "it is",
         )
     _tf.keras()  # the protobuf class lives in tf_keras (TF_USE_LEGACY_KERAS set first)
     from tf_keras.protobuf import saved_metadata_pb2
@@ -209,14 +209,17 @@ def untrusted_parts(config: Any) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def load_model(path: Path, trust_model: bool = False) -> Any:
+def load_model(path: Path, trust_model: bool = False, layerless_ok: bool = False) -> Any:
     """A tf_keras model, loaded without compiling; refuses code-carrying layers by default.
 
     A Keras 3 file is loaded by Keras 3 and rebuilt in tf_keras (``keras3.bridge``); call
-    ``keras3.bridge.verify`` with real samples before relying on the result."""
+    ``keras3.bridge.verify`` with real samples before relying on the result. With
+    ``layerless_ok`` (``--prune none``), a SavedModel without Keras layers is wrapped whole
+    (``layerless``)."""
     what = f"--model {path}"
     fmt = detect_format(path)
-    config = read_config(path, fmt)
+    layerless = fmt == "savedmodel" and not (path / "keras_metadata.pb").is_file()
+    config = [] if layerless and layerless_ok else read_config(path, fmt)
     if not trust_model:
         risky = untrusted_parts(config)
         if fmt == "savedmodel":
@@ -233,6 +236,12 @@ def load_model(path: Path, trust_model: bool = False) -> Any:
     if fmt == "keras" and path.suffix != ".keras":  # Keras picks its reader by the suffix
         raise ModelLoadError(what, "is a .keras zip archive with another suffix",
                              f"Rename it to {path.stem}.keras")
+    if layerless:  # read_config refused it unless layerless_ok
+        from edgeprune import layerless as layerless_mod
+
+        model = layerless_mod.wrap(path, what)
+        _check_input_shape(tuple(model.input_shape), what)
+        return model
     from edgeprune.keras3 import bridge
 
     if bridge.is_keras3_file(path, fmt, config):  # translated to tf_keras, checked later

@@ -157,8 +157,35 @@ def test_exported_savedmodel_says_pruning_needs_layers(files, tmp_path):
     import keras
 
     keras.saving.load_model(files["seq"]).export(tmp_path / "exported", verbose=False)
-    out = _refused(tmp_path / "exported", tmp_path)
+    out = _refused(tmp_path / "exported", tmp_path, "--prune", "structured")
     assert "exported" in out and "no Keras layers" in out and "model.save(" in out
+    assert "--prune none" in out
+
+
+def test_exported_savedmodel_converts_with_prune_none(files, tmp_path):
+    """Keras 3's model.export(): no layers, so nothing is pruned, but it is quantized,
+    converted and checked, and its float conversion is the SavedModel's own function."""
+    import keras
+
+    keras.saving.load_model(files["cnn"]).export(tmp_path / "exported", verbose=False)
+    code, output, folder = _build(tmp_path / "exported", tmp_path / "f32", "--prune", "none",
+                                  "--quantize", "none", "--epochs", "0", data={"val": files["val"]})
+    assert code in (0, 1), output
+    x = np.load(files["val"])["x"][:16]
+    from edgeprune.runners import host
+
+    got = host.predict((folder / "model.tflite").read_bytes(), x)
+    assert np.abs(got - _keras3_outputs(files["cnn"], x)).max() < 1e-5
+    rep = json.loads((folder / "report.json").read_text())
+    assert rep["result"]["params"] == rep["baseline"]["params"] > 0
+    assert not (folder / "model.keras").exists()
+    assert any("no model.keras" in n for n in rep["notes"])
+    code, output, folder = _build(tmp_path / "exported", tmp_path / "i8", "--prune", "none",
+                                  "--quantize", "int8", "--epochs", "0",
+                                  data={"data": files["data"], "val": files["val"]})
+    assert code in (0, 1), output
+    rep = json.loads((folder / "report.json").read_text())
+    assert rep["result"]["accuracy"] >= rep["baseline"]["accuracy"] - 0.05
 
 
 def test_custom_layer_is_refused_naming_class_and_layer(tmp_path):

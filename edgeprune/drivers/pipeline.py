@@ -333,8 +333,11 @@ def _model_notes(model_in: dict[str, Any] | None, model_out: dict[str, Any]) -> 
         notes.append(f"Keras {model_in['keras_version']} model, rebuilt in tf_keras for pruning: "
                      f"outputs agree to {model_in['max_abs_diff']:.2g} on {model_in['samples']} "
                      f"samples of {model_in['samples_from']}")
-    notes.append(f"model.keras: the pruned float model as a {model_out['flavour']} file "
-                 f"({model_out['params']:,} parameters)")
+    if model_out["file"] is None:
+        notes.append(f"no model.keras: {model_out['why']}")
+    else:
+        notes.append(f"model.keras: the pruned float model as a {model_out['flavour']} file "
+                     f"({model_out['params']:,} parameters)")
     return notes
 
 

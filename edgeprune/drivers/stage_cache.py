@@ -210,6 +210,10 @@ def load_tflite(folder: Path) -> bytes:
 
 
 def save_model(model: Any, folder: Path) -> bool:
+    from edgeprune.layerless import is_layerless
+
+    if is_layerless(model):  # a wrapped SavedModel has no Keras file to cache
+        return False
     model.save(folder / "model.keras")
     return True
 

@@ -31,8 +31,13 @@ def save_like_input(model: Any, loaded: Any, path: Path,
                     samples: np.ndarray | None = None) -> dict[str, Any]:
     """Write ``model`` (tf_keras, TF-MOT wrappers stripped) to ``path`` in the flavour of the
     user's model ``loaded`` (as ``model_io.load_model`` returned it); returns what to report."""
-    org = bridge.origin(loaded)
+    from edgeprune.layerless import is_layerless
+
     info: dict[str, Any] = {"file": path.name, "params": int(model.count_params())}
+    if is_layerless(model):  # nothing was pruned; the user's SavedModel is the float model
+        return {**info, "file": None, "flavour": "none",
+                "why": "the input is a SavedModel without Keras layers, converted as it is"}
+    org = bridge.origin(loaded)
     if org is None:
         _save_reproducibly(model, path)
         return {**info, "flavour": "tf_keras"}

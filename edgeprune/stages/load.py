@@ -30,7 +30,9 @@ def key_parts(recipe: Recipe, target: TargetProfile) -> dict[str, Any]:
 def run(model_path: Path, recipe: Recipe, *, data: Path | None, val: Path | None,
         calib: Path | None, trust_model: bool) -> tuple[Any, data_mod.Inputs]:
     """The model and its inputs; what the recipe's pruner would refuse is refused here."""
-    model = model_io.load_model(model_path, trust_model=trust_model)
+    model = model_io.load_model(  # a SavedModel without layers can only be converted
+        model_path, trust_model=trust_model,
+        layerless_ok=recipe.prune == "none" and recipe.quantize != "qat")
     inputs = load_inputs(model, recipe, data, val, calib)
     prune.check(model, recipe, inputs)
     return model, inputs
