@@ -52,6 +52,7 @@ def read_head(path: Path, size: int, what: str, fix: str,
               error: type[BadInputError] = BadInputError) -> bytes:
     """The first ``size`` bytes of a regular file. The open never blocks (O_NONBLOCK) and the
     opened file is checked with fstat, so a FIFO swapped in after a check is refused too."""
+    require_file(path, what, fix, error)  # a socket cannot even be opened
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
