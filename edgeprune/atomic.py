@@ -160,9 +160,9 @@ def folder_lock(final: Path, what: str) -> Iterator[Path]:
     previous = os.pread(fd, 32, 0).decode(errors="replace").strip()
     if previous.isdigit() and int(previous) != os.getpid():
         log.warning("%s: lock of process %s (no longer running) taken over", final, previous)
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # fails on a full disk: no lock left
         yield lock
     finally:
         with contextlib.suppress(OSError):
@@ -173,7 +173,7 @@ def folder_lock(final: Path, what: str) -> Iterator[Path]:
 # --- full disks: a user's disk filling is exit 3 with the path and the size, never a "bug" ----
 
 MiB = 2**20
-SPACE_MARGIN = MiB  # filesystem metadata beside the bytes themselves
+SPACE_MARGIN = 64 * 1024  # filesystem metadata and small files beside the bytes themselves
 
 
 def disk_full(exc: BaseException | None) -> bool:
