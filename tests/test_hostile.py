@@ -146,6 +146,10 @@ def _keras_case(name: str, tiny: Path, tmp: Path) -> tuple[Path, list[str]]:
         return keras_with(tiny, tmp / "m.keras", replace={
             "config.json": b"{}" + b" " * 48 * 2**20}), [
             "member config.json", "over the limit of 200×", "compression_ratio"]
+    if name == "huge-config":  # 33 MiB that does not compress: no bomb, just too big
+        return keras_with(tiny, tmp / "m.keras", replace={
+            "config.json": b'{"x": "' + os.urandom(33 * 2**19).hex().encode() + b'"}'}), [
+            "a config.json of 34,603,0", "over the limit of 33,554,432 bytes (config_mb=32)"]
     if name == "many-members":
         return keras_with(tiny, tmp / "m.keras", {f"assets/{i}": b"" for i in range(10_001)}), [
             "declares 10,00", "files, over the limit of 10,000 files", "archive_members"]
@@ -171,7 +175,7 @@ def _keras_case(name: str, tiny: Path, tmp: Path) -> tuple[Path, list[str]]:
     raise AssertionError(name)
 
 
-KERAS_CASES = ["traversal-member", "absolute-member", "deep-config", "config-bomb",
+KERAS_CASES = ["traversal-member", "absolute-member", "deep-config", "config-bomb", "huge-config",
                "many-members", "h5-unallocated-dataset", "weights-bomb-in-keras"]
 
 
