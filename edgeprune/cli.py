@@ -6,6 +6,7 @@ TensorFlow is imported only inside the commands that need it, so ``--help`` stay
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import click
 
-from edgeprune import __version__
+from edgeprune import __version__, limits
 from edgeprune import recipe as recipe_options
 from edgeprune.cli_support import CONTEXT, handle_errors, setup_logging
 from edgeprune.errors import BadInputError, ExitCode
@@ -80,6 +81,28 @@ def _on_target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def _parse_limits(ctx: click.Context, param: click.Parameter,
+                  values: tuple[str, ...]) -> limits.Limits:
+    try:
+        return limits.parse(values)
+    except BadInputError as exc:
+        raise click.BadParameter(f"{exc.problem}. {exc.fix}") from None
+
+
+def _limit_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--limit NAME=VALUE: the resource limits every loader checks, for the whole command."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, limit: limits.Limits, **kwargs: Any) -> Any:
+        with limits.using(limit):
+            return fn(*args, **kwargs)
+
+    return click.option(
+        "--limit", multiple=True, metavar="NAME=VALUE", callback=_parse_limits,
+        help="Raise a resource limit on input files (repeatable); NAME is one of "
+        f"{', '.join(limits.NAMES)}. Defaults and what each bounds: SECURITY.md.")(wrapper)
 
 
 def _check_device(device: str | None, specs: list[str]) -> None:
@@ -179,6 +202,7 @@ def _on_target(device: str | None, known_hosts: Path | None, identity: Path | No
               "value into OUT/<target>-sweep/, compared in sweep.md/sweep.html with an "
               "accuracy-vs-latency plot. Exit 0 when some variant meets every budget.")
 @_on_target_options
+@_limit_option
 @handle_errors
 def build(target_specs: tuple[str, ...], model: Path | None, data: Path | None,
           val: Path | None, calib: Path | None, recipe_file: Path | None, out: Path,
@@ -242,6 +266,7 @@ def _summary_line(rep: dict[str, Any], folder: Path) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print checks and measurements as JSON.")
 @click.option("--strict", is_flag=True, help="Exit 1 also when a budget could not be checked.")
 @_on_target_options
+@_limit_option
 @handle_errors
 def check(model: Path, target_spec: str, data: Path | None, as_json: bool, strict: bool,
           device: str | None, known_hosts: Path | None, identity: Path | None,
@@ -284,6 +309,7 @@ def check(model: Path, target_spec: str, data: Path | None, as_json: bool, stric
 @click.option("--out", type=Path, help="Also write the analysis as JSON to this file.")
 @click.option("--trust-model", is_flag=True,
               help="Allow model files whose layers run stored Python code (Lambda).")
+@_limit_option
 @handle_errors
 def analyze(model: Path, data: Path | None, calib: Path | None, with_sensitivity: bool,
             criterion: str, keep: tuple[str, ...], samples: int, as_json: bool,
@@ -319,6 +345,7 @@ def report(folder: Path) -> None:
               "pip install 'edgeprune[onnx]').")
 @click.option("--samples", type=Path, help="Model inputs (as --calib) to compare "
               "ONNX and LiteRT outputs on (default: the build's --val, else --calib, else --data).")
+@_limit_option
 @handle_errors
 def export(folder: Path, formats: tuple[str, ...], samples: Path | None) -> None:
     """Add model.onnx to an existing build FOLDER (OUT/<target> or OUT) and record its agreement

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from edgeprune import native_output
+from edgeprune.atomic import disk_full
 from edgeprune.errors import EdgepruneError, ExitCode
 
 log = logging.getLogger("edgeprune")
@@ -37,6 +38,11 @@ def handle_errors(fn: Callable[..., int | None]) -> Callable[..., None]:
             code = ExitCode.INTERRUPTED
         except Exception as exc:  # a library or runtime failed in a way we did not foresee
             log.debug("traceback", exc_info=True)
+            if disk_full(exc):  # the user's disk, not a bug: name the path
+                where = getattr(exc, "filename", None) or "a file"
+                click.echo(f"error: no space left on the device while writing {where} ({exc})."
+                           f" Free space on that filesystem (df -h) and rerun", err=True)
+                sys.exit(int(ExitCode.TOOL_FAILED))
             click.echo(
                 f"error: internal failure: {type(exc).__name__}: {exc}. No output folder was "
                 "left behind; rerun with -v for the traceback and report it",

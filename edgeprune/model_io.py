@@ -12,14 +12,14 @@ SECURITY.md states the whole policy.
 
 from __future__ import annotations
 
-import json
 import logging
 import zipfile
 from pathlib import Path
 from typing import Any
 
-from edgeprune import _tf
+from edgeprune import _tf, model_limits
 from edgeprune.errors import ModelLoadError
+from edgeprune.files import read_head
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +44,30 @@ SAFE_OPS = frozenset({
 # Config entries name the module a class or function is imported from: only Keras' and
 # TensorFlow's own built-in classes, by exact (module, class) pair (builtin_classes.py).
 SAFE_BUILTINS = frozenset({"tuple", "list", "dict", "int", "float", "str", "bool"})
-# SavedModel graph ops that read or write files or call back into Python.
+# SavedModel graph ops that read or write files or call back into Python: refused in every
+# function a build could run (``savedmodel_run_ops``). Only the saver's own save function, which
+# loading never runs, may write a checkpoint, and only its restore function may read one.
 UNSAFE_GRAPH_OPS = frozenset({
     "ReadFile", "WriteFile", "MatchingFiles", "ImmutableConst", "PyFunc", "PyFuncStateless",
     "EagerPyFunc", "CreateSummaryFileWriter", "WriteSummary", "WriteScalarSummary",
     "WriteHistogramSummary", "WriteImageSummary", "WriteAudioSummary", "WriteRawProtoSummary",
     "WriteGraphSummary", "ImportEvent", "FlushSummaryWriter", "LoadAndRemapMatrix",
+    # checkpoint writers, and debug/dataset ops that take a file or folder to write to
+    "SaveV2", "Save", "SaveSlices", "MergeV2Checkpoints", "DebugIdentity", "DebugIdentityV2",
+    "DebugIdentityV3", "DebugNanCount", "DebugNumericSummary", "DebugNumericSummaryV2",
+    "SaveDataset", "SaveDatasetV2", "DatasetToTFRecord", "ExperimentalDatasetToTFRecord",
+    "DistributedSave", "SnapshotDataset", "SnapshotDatasetV2", "CacheDataset", "CacheDatasetV2",
+    "CreateSummaryDbWriter", "FileSystemSetConfiguration",
+    # readers of files named by a tensor
+    "TFRecordDataset", "TFRecordDatasetV2", "TextLineDataset", "FixedLengthRecordDataset",
+    "FixedLengthRecordDatasetV2", "LoadDataset", "LMDBDataset", "ExperimentalLMDBDataset",
+    "SqlDataset", "ExperimentalSqlDataset", "MatchingFilesDataset",
+    "ExperimentalMatchingFilesDataset", "InitializeTableFromTextFile",
+    "InitializeTableFromTextFileV2", "FixedLengthRecordReader", "FixedLengthRecordReaderV2",
+    "TFRecordReader", "TFRecordReaderV2", "WholeFileReader", "WholeFileReaderV2",
+    "RecordInput", "DecodeProtoV2",
 })  # fmt: skip
+RESTORE_OPS = frozenset({"RestoreV2", "Restore", "RestoreSlice"})  # the restore function's
 _FORMATS = "a .keras file, an .h5 file or a SavedModel folder"
 
 
@@ -61,14 +78,10 @@ def detect_format(path: Path) -> str:
         raise ModelLoadError(what, "no such file or folder", f"Give the path to {_FORMATS}")
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
+            model_limits.check_folder(path, what)
             return "savedmodel"
         raise ModelLoadError(what, "is a folder without saved_model.pb", f"Give {_FORMATS}")
-    try:
-        with path.open("rb") as f:
-            head = f.read(8)
-    except OSError as exc:
-        raise ModelLoadError(what, f"cannot be read ({exc.strerror or exc})",
-                             "Check the path and its permissions") from exc
+    head = read_head(path, 8, what, f"Give {_FORMATS}", ModelLoadError)
     if head.startswith(ZIP_MAGIC):
         return "keras"
     if head == HDF5_MAGIC:
@@ -92,11 +105,12 @@ def read_config(path: Path, fmt: str) -> Any:
             return _savedmodel_configs(path)
         if fmt == "keras":
             with zipfile.ZipFile(path) as zf:
-                return json.loads(zf.read("config.json"))
+                return model_limits.keras_config(zf, what)
         if fmt == "h5":
             import h5py
 
             with h5py.File(path, "r") as f:
+                model_limits.check_h5(f, what)
                 raw = f.attrs.get("model_config")
             if raw is None:
                 raise ModelLoadError(
@@ -104,7 +118,7 @@ def read_config(path: Path, fmt: str) -> Any:
                     "is an HDF5 file without a model config (weights only?)",
                     "Save the whole model with model.save('model.h5') or use .keras",
                 )
-            return json.loads(raw if isinstance(raw, str) else raw.decode("utf-8"))
+            return model_limits.parse_config(raw if isinstance(raw, bytes) else raw.encode(), what)
     except ModelLoadError:
         raise
     except Exception as exc:  # zipfile/h5py/json raise many types on corrupt files
@@ -129,11 +143,14 @@ def _savedmodel_configs(path: Path) -> list[Any]:
 
     proto = saved_metadata_pb2.SavedMetadata()
     proto.ParseFromString(meta.read_bytes())
-    return [json.loads(node.metadata) for node in proto.nodes if node.metadata]
+    return [model_limits.parse_config(node.metadata.encode(), f"--model {path}")
+            for node in proto.nodes if node.metadata]
 
 
-def savedmodel_graph_ops(path: Path) -> set[str]:
-    """Every op type in a SavedModel's graphs and function library."""
+def savedmodel_run_ops(path: Path) -> set[str]:
+    """The op types a build could run from a SavedModel: in its graph and in every function
+    reachable from it and from its saved objects, except the saver's save function (loading
+    never runs it), with the restore ops allowed only where the saver's restore reaches."""
     _tf.tf()  # TensorFlow's first import goes through _tf, which keeps its start-up lines quiet
     from tensorflow.core.protobuf import saved_model_pb2
 
@@ -145,10 +162,34 @@ def savedmodel_graph_ops(path: Path) -> set[str]:
                              "Re-export the model") from exc
     ops: set[str] = set()
     for graph in proto.meta_graphs:
-        ops.update(node.op for node in graph.graph_def.node)
-        for fn in graph.graph_def.library.function:
-            ops.update(node.op for node in fn.node_def)
+        library = {fn.signature.name: fn.node_def for fn in graph.graph_def.library.function}
+        save, restore = (graph.saver_def.save_tensor_name.split(":")[0],
+                         graph.saver_def.restore_op_name.split(":")[0])
+        runs = [n for n in graph.graph_def.node if n.name not in (save, restore)]
+        run_fns = _reachable([*runs, *(node for name in graph.object_graph_def.concrete_functions
+                                      for node in library.get(name, ()))], library)
+        run_fns |= set(graph.object_graph_def.concrete_functions) & set(library)
+        ops.update(n.op for n in runs)
+        ops.update(n.op for name in run_fns for n in library[name])
+        restores = [n for n in graph.graph_def.node if n.name == restore]
+        ops.update(n.op for n in restores)
+        for name in _reachable(restores, library) - run_fns:
+            ops.update(n.op for n in library[name] if n.op not in RESTORE_OPS)
     return ops
+
+
+def _reachable(nodes: list[Any], library: dict[str, Any]) -> set[str]:
+    """Names of the library functions ``nodes`` call, directly or through other functions
+    (any function-valued attribute: calls, control flow branches and bodies)."""
+    found: set[str] = set()
+    todo = list(nodes)
+    while todo:
+        for value in todo.pop().attr.values():
+            for name in [value.func.name, *(f.name for f in value.list.func)]:
+                if name in library and name not in found:
+                    found.add(name)
+                    todo.extend(library[name])
+    return found
 
 
 def _is_builtin(module: Any, cls: Any, config: Any) -> bool:
@@ -223,7 +264,7 @@ def load_model(path: Path, trust_model: bool = False, layerless_ok: bool = False
     if not trust_model:
         risky = untrusted_parts(config)
         if fmt == "savedmodel":
-            ops = sorted(savedmodel_graph_ops(path) & UNSAFE_GRAPH_OPS)
+            ops = sorted(savedmodel_run_ops(path) & (UNSAFE_GRAPH_OPS | RESTORE_OPS))
             risky += [f"graph op {op} (touches files or runs Python)" for op in ops]
         if risky:
             raise ModelLoadError(

@@ -14,6 +14,7 @@ from typing import Any
 
 from edgeprune.dataspec import DataSpec, data_spec
 from edgeprune.errors import RecipeError
+from edgeprune.files import require_file
 
 PRUNE_MODES = ("none", "magnitude", "m-by-n", "structured", "hybrid", "auto")
 CRITERIA = ("l1", "l2", "bn", "apoz", "activation", "taylor")
@@ -243,8 +244,7 @@ def _coerce(source: str, key: str, value: Any) -> Any:
 
 def read_recipe_file(path: Path) -> dict[str, Any]:
     """A recipe TOML: recipe keys at top level or under ``[build]``."""
-    if not path.is_file():
-        raise RecipeError(f"--recipe {path}", "no such file", "Give a path to a recipe .toml")
+    require_file(path, f"--recipe {path}", "Give a path to a recipe .toml", RecipeError)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

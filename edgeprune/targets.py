@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.errors import TargetError
+from edgeprune.files import not_a_file
 from edgeprune.resources import bundled_dir
 
 HARDWARE_KINDS = ("host", "cortex-a", "cortex-m", "edgetpu", "ethos-u")
@@ -251,10 +252,10 @@ def _resolve_path(spec: str, relative_to: Path | None = None) -> Path:
         path = Path(spec)
         if relative_to is not None and not path.is_absolute():
             path = relative_to / path
-        if not path.is_file():
-            raise TargetError(
-                spec, "no such target file", "Give a path to a .toml profile or a shipped name"
-            )
+        problem = not_a_file(path)
+        if problem is not None:
+            raise TargetError(spec, "no such target file" if problem == "no such file" else
+                              problem, "Give a path to a .toml profile or a shipped name")
         return path
     path = shipped_dir() / f"{spec}.toml"
     if not path.is_file():

@@ -16,7 +16,7 @@ from tiny_models import blobs, tiny_classifier
 
 from edgeprune import data
 from edgeprune.cli import main
-from edgeprune.data import images, tfrecord
+from edgeprune.data import tfrecord
 from edgeprune.data.rows import Rows
 from edgeprune.data.stream import training_dataset
 from edgeprune.dataspec import DataSpec, data_spec
@@ -289,11 +289,13 @@ def test_the_tflm_header_carries_the_input_contract():
     assert 'kClassNames[kNumClasses] = {"cat", "say \\"hi\\""};' in text
 
 
-def test_pixel_limit_is_checked_before_decoding(tmp_path, monkeypatch):
-    monkeypatch.setattr(images, "MAX_PIXELS", 50)
+def test_pixel_limit_is_checked_before_decoding(tmp_path):
+    from edgeprune import limits
+
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "big.png").write_bytes(_png(np.zeros((8, 8, 1), np.uint8)))
-    with pytest.raises(DataError, match="over the limit of 50"):
+    with limits.using(limits.Limits(image_pixels=50)), \
+            pytest.raises(DataError, match="8×8 = 64 pixels, over the limit of 50 pixels"):
         data.load_labelled(tmp_path, "--data", SHAPE)
 
 

@@ -233,3 +233,80 @@ def test_tflite_parser_on_damaged_real_model(tflite_bytes, cut, patches, words):
 def test_the_undamaged_model_parses(tflite_bytes):
     graph = _parse_and_plan(tflite_bytes)
     assert "CONV_2D" in graph.op_types() and graph.total_macs > 0
+
+
+# -- .npz/.npy headers and .keras archives (issue 25) -----------------------------------------
+
+DIMS = st.one_of(st.integers(0, 8), st.integers(0, 2**20), st.integers(2**31, 2**62))
+DTYPES = st.sampled_from(["<f4", "<f8", "<i8", "|u1", ">f4", "<f2"])
+
+
+@settings(SETTINGS, max_examples=200)
+@given(shape=st.lists(DIMS, min_size=1, max_size=4).map(tuple), descr=DTYPES,
+       held=st.integers(0, 4096), fortran=st.booleans(),
+       form=st.sampled_from(["npy", "stored", "deflated"]))
+def test_array_headers_never_allocate_what_the_file_does_not_hold(scratch, shape, descr, held,
+                                                                  fortran, form):
+    """Whatever an .npy header declares, the loader returns no more than the file holds, or
+    refuses with exit 2 — never a MemoryError, never a wrapped-around size."""
+    import zipfile
+
+    from hostile_files import npy_header, npz
+
+    from edgeprune import limits
+    from edgeprune.data import arrays
+
+    payload = npy_header(shape, descr, fortran) + bytes(held)
+    if form == "npy":
+        path = scratch / "a.npy"
+        path.write_bytes(payload)
+    else:
+        path = npz(scratch / "a.npz", {"x": payload}, zipfile.ZIP_STORED if form == "stored"
+                   else zipfile.ZIP_DEFLATED)
+    with limits.using(limits.Limits(memory_mb=1)):
+        got = _bad_input_only(arrays.load_samples, path, "--calib")
+    if not isinstance(got, EdgepruneError):
+        declared = math.prod(shape) * int(descr[-1])
+        assert declared <= held and len(got) == shape[0]
+
+
+NAMES = st.one_of(
+    st.sampled_from(["config.json", "metadata.json", "assets/a.txt", "../escape", "a/../../b",
+                     "/abs/path", "C:evil", "a\\..\\b", "./ok", "x/.."]),
+    st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"),
+            min_size=1, max_size=12))
+
+
+@settings(SETTINGS, max_examples=200)
+@given(names=st.lists(NAMES, max_size=5, unique=True), depth=st.integers(1, 400),
+       pad=st.integers(0, 3))
+def test_keras_archive_members_and_configs_are_checked_before_keras(scratch, names, depth,
+                                                                    pad):
+    """A .keras archive with any member names and a config of any nesting depth: read_config
+    returns the config only when every name stays inside the archive and the nesting is within
+    the limit, else refuses with exit 2 naming the member or the depth."""
+    import zipfile
+
+    from edgeprune import limits, model_io
+    from edgeprune.model_limits import unsafe_member_name
+
+    config = ("[" * depth + "]" * depth + " " * pad).encode()
+    path = scratch / "m.keras"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("config.json", config)
+        for name in names:
+            if name != "config.json":
+                info = zipfile.ZipInfo("placeholder")
+                info.filename = name
+                z.writestr(info, b"x")
+    with zipfile.ZipFile(path) as z:
+        stored = z.namelist()
+    got = _bad_input_only(model_io.read_config, path, "keras")
+    unsafe = [n for n in stored if unsafe_member_name(n)]
+    too_deep = depth > limits.current().config_depth
+    if isinstance(got, EdgepruneError):
+        assert unsafe or too_deep, got
+        assert (unsafe and repr(unsafe[0]) in got.problem) or (
+            not unsafe and f"nested {depth:,} levels" in got.problem), got
+    else:
+        assert not unsafe and not too_deep

@@ -8,15 +8,18 @@ batches, so it may be larger than memory; a compressed member (``savez_compresse
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
+from edgeprune import limits
 from edgeprune.data.preprocess import IDENTITY, Affine
 from edgeprune.data.rows import Rows
 from edgeprune.errors import DataError
+from edgeprune.files import read_head
 
 MAX_LABEL = 2**31 - 1  # larger labels are not class indices (and would wrap in int64)
 CHECK_CHUNK = 4096  # samples checked for NaN/inf at a time in a memory-mapped array
@@ -29,17 +32,9 @@ NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
 
 
 def _read_head(path: Path, what: str, wanted: str) -> bytes:
-    """The first bytes of a data file; a folder or missing file is named as such."""
-    if path.is_dir():
-        raise DataError(what, "is a folder, not a file", f"Give the path to {wanted}")
-    if not path.is_file():
-        raise DataError(what, "no such file", f"Give the path to {wanted}")
-    try:
-        with path.open("rb") as f:
-            return f.read(8)
-    except OSError as exc:
-        raise DataError(what, f"cannot be read ({exc.strerror or exc})",
-                        "Check its permissions") from exc
+    """The first bytes of a data file; a folder, FIFO, device or missing file is named as such
+    (and never opened in a way that could block)."""
+    return read_head(path, 8, what, f"Give the path to {wanted}", DataError)
 
 
 def _load_error(what: str, kind: str, exc: Exception, fix: str) -> DataError:
@@ -52,7 +47,8 @@ def _load_error(what: str, kind: str, exc: Exception, fix: str) -> DataError:
 
 
 def _open_npz(path: Path, option: str) -> dict[str, np.ndarray]:
-    """The arrays of an .npz: members stored uncompressed memory-mapped, the others loaded."""
+    """The arrays of an .npz: members stored uncompressed memory-mapped, the others loaded.
+    Every member's declared sizes are checked before numpy allocates anything."""
     what = f"{option} {path}"
     head = _read_head(path, what, "an .npz file")
     if head.startswith(NPY_MAGIC):
@@ -60,11 +56,55 @@ def _open_npz(path: Path, option: str) -> dict[str, np.ndarray]:
     if not head.startswith(ZIP_MAGIC):
         raise DataError(what, "is not a readable .npz (not a zip archive)", _NPZ_FIX)
     try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                _check_member(archive, info, what)
         with np.load(path, allow_pickle=False) as npz, zipfile.ZipFile(path) as archive:
             mapped = {k: _stored_member(path, archive, f"{k}.npy") for k in npz.files}
             return {k: npz[k] if m is None else m for k, m in mapped.items()}
+    except DataError:
+        raise
     except Exception as exc:  # numpy/zipfile raise many types for corrupt archives
         raise _load_error(what, ".npz", exc, _NPZ_FIX) from exc
+
+
+def read_header(f: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """An .npy header at ``f``: (shape, fortran order, dtype, declared data bytes)."""
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    shape, fortran, dtype = (fmt.read_array_header_1_0(f) if version == (1, 0)
+                             else fmt.read_array_header_2_0(f))
+    if any(d < 0 for d in shape):
+        raise ValueError(f"the header declares a negative dimension in shape {shape}")
+    # Python integers: a product of forged dimensions must not wrap around as int64 would
+    return shape, fortran, dtype, math.prod(shape) * dtype.itemsize
+
+
+def _forged(what: str, name: str, shape: tuple[int, ...], dtype: np.dtype, declared: int,
+            held: int) -> DataError:
+    return DataError(what, f"array {name} declares {declared:,} bytes ({shape} {dtype}) but "
+                     f"holds {max(held, 0):,}: the header is forged or the file truncated",
+                     "Re-save it with numpy.savez")
+
+
+def _check_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) -> None:
+    """A member's declared sizes against what it holds, the compression limit and memory,
+    from its header alone (zipfile never yields more than the member's declared size)."""
+    if not info.filename.endswith(".npy"):
+        return  # numpy ignores other members
+    if info.compress_type != zipfile.ZIP_STORED:
+        limits.check_ratio(what, info.file_size, info.compress_size,
+                           f"member {info.filename}", DataError)
+    with archive.open(info) as f:  # reads the header's bytes only
+        shape, fortran, dtype, declared = read_header(f)
+        header = f.tell()
+    name = info.filename[:-4]
+    if dtype.hasobject:
+        return  # np.load refuses pickles
+    if declared > info.file_size - header:
+        raise _forged(what, repr(name), shape, dtype, declared, info.file_size - header)
+    if info.compress_type != zipfile.ZIP_STORED or fortran:  # loaded, not memory-mapped
+        limits.check_memory(what, declared, f"array {name!r} {shape} {dtype}", DataError)
 
 
 def _stored_member(path: Path, archive: zipfile.ZipFile, name: str) -> np.ndarray | None:
@@ -83,16 +123,29 @@ def _stored_member(path: Path, archive: zipfile.ZipFile, name: str) -> np.ndarra
 
 def _map_npy(path: Path, f: BinaryIO, end: int) -> np.ndarray | None:
     """The array whose .npy header ``f`` is at, mapped; None for what np.load must handle."""
-    fmt = np.lib.format
-    version = fmt.read_magic(f)
-    shape, fortran, dtype = (fmt.read_array_header_1_0(f) if version == (1, 0)
-                             else fmt.read_array_header_2_0(f))
-    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    shape, fortran, dtype, size = read_header(f)
     if dtype.hasobject or fortran or size == 0:
         return None  # np.load refuses pickles and handles the rest
-    if f.tell() + size > end:
+    if f.tell() + size > min(end, path.stat().st_size):
         raise ValueError(f"declares {size:,} bytes of data but holds fewer")
     return np.memmap(path, dtype=dtype, mode="r", offset=f.tell(), shape=shape)
+
+
+def _check_npy(path: Path, what: str) -> None:
+    """An .npy file's header against the file's size (it is memory-mapped, not loaded, unless
+    it is in Fortran order)."""
+    try:
+        with path.open("rb") as f:
+            shape, fortran, dtype, declared = read_header(f)
+            held = path.stat().st_size - f.tell()
+    except Exception as exc:
+        raise _load_error(what, ".npy", exc, "Re-save it with numpy.save") from exc
+    if dtype.hasobject:
+        return
+    if declared > held:
+        raise _forged(what, "x", shape, dtype, declared, held)
+    if fortran:
+        limits.check_memory(what, declared, f"array {shape} {dtype}", DataError)
 
 
 def _check_samples(x: np.ndarray, what: str, pre: Affine) -> np.ndarray | Rows:
@@ -173,6 +226,7 @@ def load_samples(path: Path, option: str, pre: Affine = IDENTITY) -> np.ndarray 
     if path.suffix == ".npy" and not head.startswith(NPY_MAGIC):
         raise DataError(what, "is not an .npy file (no NUMPY header)", "Re-save it with numpy.save")
     if head.startswith(NPY_MAGIC):
+        _check_npy(path, what)
         try:
             x = np.load(path, mmap_mode="r", allow_pickle=False)
         except Exception as exc:

@@ -8,14 +8,16 @@ is skipped and listed when such files are under 1 % of the folder, and refused o
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgeprune import limits
 from edgeprune.data.preprocess import Preprocessing
 from edgeprune.data.rows import Rows
 from edgeprune.errors import DataError
@@ -24,7 +26,6 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")  # what Keras' loader accepts
 MAX_BAD_FRACTION = 0.01
-MAX_PIXELS = 64_000_000  # per image, checked from the header before decoding
 _RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "area": 4}  # PIL codes
 
 
@@ -59,24 +60,41 @@ def _image_files(folder: Path) -> tuple[list[Path], int]:
     return files, ignored
 
 
-def _problem(file: Path) -> str | None:
-    """Why ``file`` is not a usable image, or None; reads the header and checks integrity."""
+@contextlib.contextmanager
+def opened(source: Any, where: str) -> Iterator[Any]:
+    """A Pillow image whose header declares at most the ``image_pixels`` limit (else exit 2);
+    nothing is decoded yet. Our limit replaces Pillow's own, which only warns below twice its
+    89 M pixels and raises an error Pillow names as an attack above."""
     from PIL import Image
 
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
-        with Image.open(file) as img:
-            width, height = img.size
-            if width * height > MAX_PIXELS:
-                return (f"{width}×{height} pixels, over the limit of {MAX_PIXELS:,} "
-                        "(shrink it first)")
+        img = Image.open(source)
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+    with img:
+        (width, height), most = img.size, limits.current().image_pixels
+        if width * height > most:
+            raise limits.refuse(where, f"{width}×{height} = {width * height:,} pixels",
+                                f"{most:,} pixels (image_pixels)", "image_pixels", DataError)
+        yield img
+
+
+def _problem(file: Path, what: str) -> str | None:
+    """Why ``file`` is not a usable image, or None; reads the header and checks integrity.
+    An image declaring more pixels than the limit is refused outright (exit 2)."""
+    try:
+        with opened(file, f"{what}: {file}") as img:
             img.verify()  # integrity (PNG CRCs, truncation) without decoding the pixels
+    except DataError:
+        raise
     except Exception as exc:  # Pillow raises many types for broken files
         return f"not a decodable image ({type(exc).__name__}: {exc})"
     return None
 
 
 def _checked(files: list[Path], what: str) -> tuple[list[Path], list[str]]:
-    bad = [(f, why) for f in files if (why := _problem(f)) is not None]
+    bad = [(f, why) for f in files if (why := _problem(f, what)) is not None]
     if not bad:
         return files, []
     listed = [f"{f}: {why}" for f, why in bad]
@@ -136,14 +154,14 @@ def decode(file: Path, pre: Preprocessing) -> np.ndarray:
 
 def decode_bytes(source: Any, pre: Preprocessing, where: str) -> np.ndarray:
     """``decode`` of a file or file-like object; ``where`` names it in errors."""
-    from PIL import Image
-
     try:
-        with Image.open(source) as img:
+        with opened(source, where) as img:
             img = img.convert("L" if pre.channels == 1 else "RGB")
             if img.size != (pre.width, pre.height):
                 img = img.resize((pre.width, pre.height), _RESAMPLE[pre.interpolation])
             pixels = np.asarray(img)
+    except DataError:
+        raise
     except Exception as exc:  # checked at load; a file changed or truncated since
         raise DataError(where, f"cannot be decoded as an image ({type(exc).__name__}: {exc})",
                         "Remove or replace it, then rerun") from exc

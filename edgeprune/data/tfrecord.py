@@ -18,13 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from edgeprune import limits
 from edgeprune.data.preprocess import Preprocessing
 from edgeprune.data.rows import Rows
 from edgeprune.dataspec import DataSpec
 from edgeprune.errors import DataError
+from edgeprune.files import require_file
 
 SUFFIXES = (".tfrecord", ".tfrecords", ".tfrec")
-MAX_RECORD_BYTES = 64 * 2**20  # one example; larger lengths mean a corrupt or hostile file
 _HEADER = struct.Struct("<QI")  # length, masked CRC of the length
 
 
@@ -40,10 +41,8 @@ def expand(pattern: str, what: str) -> list[Path]:
         if not files:
             raise DataError(what, "matches no files", "Check the pattern")
         return files
-    path = Path(pattern)
-    if not path.is_file():
-        raise DataError(what, "no such file", "Give a TFRecord file or a glob of them")
-    return [path]
+    return [require_file(Path(pattern), what, "Give a TFRecord file or a glob of them",
+                         DataError)]
 
 
 @dataclass(frozen=True)
@@ -93,6 +92,7 @@ def _label(example: Any, spec: DataSpec, where: str) -> int:
 def index(pattern: str, spec: DataSpec, what: str) -> Records:
     """Every record's place and label, checked (one pass over the files)."""
     files = expand(pattern, what)
+    most = int(limits.current().record_mb * limits.MiB)  # larger: corrupt or hostile
     refs: list[tuple[int, int, int, int]] = []
     labels: list[int] = []
     for number, file in enumerate(files):
@@ -107,9 +107,9 @@ def index(pattern: str, spec: DataSpec, what: str) -> Records:
                 if len(head) < _HEADER.size:
                     raise DataError(where, "is truncated", "Rewrite the file")
                 (length, _), offset = _HEADER.unpack(head), f.tell()
-                if length > MAX_RECORD_BYTES:
-                    raise DataError(where, f"declares {length:,} bytes, over the limit of "
-                                    f"{MAX_RECORD_BYTES:,} per example", "Check the file")
+                if length > most:
+                    raise limits.refuse(where, f"a record of {length:,} bytes",
+                                        f"{most:,} bytes (record_mb)", "record_mb", DataError)
                 blob = f.read(length)
                 if len(blob) < length or len(f.read(4)) < 4:
                     raise DataError(where, "is truncated", "Rewrite the file")

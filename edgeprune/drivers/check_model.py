@@ -14,7 +14,7 @@ from edgeprune import data as data_mod
 from edgeprune.data import load as data_load
 from edgeprune.device import check_device_for_target
 from edgeprune.drivers import pipeline
-from edgeprune.errors import BadInputError
+from edgeprune.files import require_file
 from edgeprune.measurement import CheckResult, Measurement
 from edgeprune.stages import artifacts, check, measure
 from edgeprune.targets import load_target
@@ -45,8 +45,7 @@ def check_tflite(
     target = load_target(target_spec)
     if on_target is not None and on_target.device is not None:
         check_device_for_target(on_target.device, target)  # serial: for an MCU, else ssh://
-    if not path.is_file():
-        raise BadInputError(str(path), "no such file", "Give the path to a .tflite model")
+    require_file(path, str(path), "Give the path to a .tflite model")
     blob = path.read_bytes()
     graph = parse_tflite(blob, name=str(path))  # BadInputError for anything not a .tflite
     converter.check_model_for_target(graph, target, str(path))  # float model, integer target

@@ -21,10 +21,17 @@ import numpy as np
 
 from edgeprune import converter
 from edgeprune import data as data_mod
-from edgeprune.atomic import staged_folder
+from edgeprune.atomic import (
+    check_space,
+    disk_full,
+    folder_lock,
+    no_space,
+    staged_folder,
+    write_bytes,
+)
 from edgeprune.device import parse_measured, reaches
 from edgeprune.drivers import stage_cache
-from edgeprune.errors import BadInputError
+from edgeprune.errors import BadInputError, ToolError
 from edgeprune.exporters import onnx as export_onnx
 from edgeprune.keras3 import bridge as keras3_bridge
 from edgeprune.keras3 import export as keras3_export
@@ -125,6 +132,30 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
     if "onnx" in recipe.export:
         export_onnx.check("--export onnx", recipe.quantize)
     _check_out(req.out)
+    final = req.out / target.name
+    created_out = not req.out.exists()
+    try:
+        # One build per target folder at a time (a second one is exit 2 naming this pid);
+        # folders a killed build left are recognised by pid and removed.
+        with folder_lock(final, f"--out {req.out}"):
+            return _locked_build(req, target, recipe, recipe_notes, on_target_opts,
+                                 device_notes, timer)
+    except BaseException as exc:
+        # Keep finished stages' cache for --resume after a crash or Ctrl-C; bad input leaves
+        # nothing behind.
+        cache_root = req.out / stage_cache.CACHE_DIR / target.name
+        if created_out and (isinstance(exc, BadInputError) or not cache_root.exists()):
+            shutil.rmtree(req.out, ignore_errors=True)
+        if disk_full(exc) and not isinstance(exc, ToolError):  # e.g. a temporary file
+            raise no_space(exc, final, 0) from exc
+        raise
+
+
+def _locked_build(req: BuildRequest, target: TargetProfile, recipe: Recipe,
+                  recipe_notes: list[str], on_target_opts: measure.OnTarget,
+                  device_notes: list[str], timer: StageTimer) -> BuildOutcome:
+    """The stages, with the target folder's lock held."""
+    final = req.out / target.name
     with timer.stage("load"):
         model, inputs = load.run(req.model, recipe, data=req.data, val=req.val, calib=req.calib,
                                  trust_model=req.trust_model)
@@ -141,99 +172,93 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
     # and what the stage reads) matches.
     cache = stage_cache.StageCache.for_build(req.out, recipe, target, first_key, req.resume,
                                              req.trust_model)
-    created_out = not req.out.exists()
-    try:
-        with staged_folder(req.out / target.name) as work:
-            log_dir = work / "logs" if req.tensorboard else None
-            with timer.stage("baseline"):
-                base = cache.stage(baseline, lambda: baseline.run(model, inputs, target),
-                                   stage_cache.save_json, stage_cache.load_json)
-            with timer.stage("prune"):
-                pruned = cache.stage(prune, lambda: prune.run(model, recipe, target, inputs),
-                                     stage_cache.save_pruned, cache.load_pruned)
-            if recipe.schedule == "gradual":  # cuts again from the input model to the plan
-                with timer.stage("gradual"):
-                    final_model, trained = cache.stage(
-                        gradual, lambda: gradual.run(model, pruned, inputs, recipe, target,
-                                                     log_dir),
-                        stage_cache.save_trained, cache.load_trained, reusable=log_dir is None)
-            else:
-                with timer.stage("finetune"):  # with --tensorboard its logs are wanted: train
-                    final_model, trained = cache.stage(
-                        finetune, lambda: _finetune(pruned, model, inputs, recipe, log_dir),
-                        stage_cache.save_trained, cache.load_trained, reusable=log_dir is None)
-            trained, schedule = gradual.split(trained)
-            qat_model = qat_trained = None
-            if recipe.quantize == "qat":
-                with timer.stage("qat"):
-                    wrapped, (qat_model, qat_trained) = cache.stage(
-                        qat, lambda: _qat(final_model, model, inputs, recipe, log_dir),
-                        stage_cache.never, stage_cache.never)
-                    final_model = wrapped.strip(qat_model)
-                    pruned.notes.extend(wrapped.notes)
-            with timer.stage("convert"):
-                tflite = cache.stage(convert, lambda: convert.run(
-                    final_model if qat_model is None else qat_model, recipe, inputs.calib,
-                    target), stage_cache.save_tflite, stage_cache.load_tflite)
-                (work / "model.tflite").write_bytes(tflite)
-            onnx_model = None
-            if "onnx" in recipe.export:
-                with timer.stage("export"):  # never cached: the ONNX file follows the .tflite
-                    onnx_model = export_onnx.convert(work / "model.tflite")
-                    (work / export_onnx.FILENAME).write_bytes(onnx_model)
-            with timer.stage("artifacts"):
-                device = artifacts.run(work / "model.tflite", work, target, inputs)
-                model_out = keras3_export.save_like_input(  # the pruned float model, user's flavour
-                    final_model, model, work / "model.keras", samples)
-            with timer.stage("evaluate"):
-                measurements, estimate = _measure(tflite, inputs, target, samples)
-                on_target_ms, on_target = measure.on_target(
-                    work / "model.tflite", target, on_target_opts, samples)
-                # First: device/emulator figures; a device artifact (e.g. model_vela.tflite)
-                # outranks model.tflite's size.
-                measurements[:0] = [*on_target_ms, *device.measurements]
-                result = _result(final_model, tflite, measurements)
-            with timer.stage("fidelity"):
-                quant = converter.sparsity_report(result["sparsity"], tflite, recipe.quantize)
-                result["sparsity_tflite"] = quant["sparsity_tflite"]
-                fid = None if inputs.val is None else fidelity.evaluate(
-                    tflite, final_model, inputs.val.x, mode=recipe.quantize,
-                    calib=inputs.calib, target=target)
-                onnx_rep = None if onnx_model is None else {
-                    **export_onnx.agreement(tflite, onnx_model, *(
-                        inputs.model_inputs(export_onnx.MAX_SAMPLES) or (samples, samples_from))),
-                    "written_by": "edgeprune build --export onnx"}
-            with timer.stage("check"):
-                checks = check.run(measurements, target, base["accuracy"],
-                                   on_target.get("device_not_used"))
-                measurements = check.mark_used(measurements, checks, target)
-            with timer.stage("report"):
-                rep = report.BuildReport(
-                    target=target.to_dict(), recipe=recipe.to_dict(), baseline=base,
-                    result=result, measurements=measurements, checks=checks,
-                    layers=_layer_rows(model, final_model), timings_s=timer.timings,
-                    versions=tool_versions(),
-                    notes=[*recipe_notes, *device_notes, *untrained, *pruned.notes,
-                           *gradual.notes(schedule), *_data_notes(inputs),
-                           *_model_notes(model_in, model_out)],
-                    quantization=quant, fidelity=fid, artifacts=device.report,
-                    estimate=estimate, finetune=trained, qat_finetune=qat_trained,
-                    pruning_groups=pruned.groups, reused_stages=list(cache.reused),
-                    search=pruned.search, sensitivity=pruned.sensitivity, onnx=onnx_rep,
-                    schedule=schedule,
-                    model_in=model_in, model_out=model_out, data=inputs.report(),
-                    **on_target)
-                if cache.reused:
-                    rep.notes.append(f"--resume: reused the cached output of "
-                                     f"{', '.join(cache.reused)} ({cache.root})")
-                report.write(work, rep.to_dict())
-                write_manifest(work, target, recipe, req)
-    except BaseException as exc:
-        # Keep finished stages' cache for --resume after a crash or Ctrl-C; bad input leaves
-        # nothing behind.
-        if created_out and (isinstance(exc, BadInputError) or not cache.root.exists()):
-            shutil.rmtree(req.out, ignore_errors=True)
-        raise
+    with staged_folder(final) as work:
+        log_dir = work / "logs" if req.tensorboard else None
+        with timer.stage("baseline"):
+            base = cache.stage(baseline, lambda: baseline.run(model, inputs, target),
+                               stage_cache.save_json, stage_cache.load_json)
+        with timer.stage("prune"):
+            pruned = cache.stage(prune, lambda: prune.run(model, recipe, target, inputs),
+                                 stage_cache.save_pruned, cache.load_pruned)
+        if recipe.schedule == "gradual":  # cuts again from the input model to the plan
+            with timer.stage("gradual"):
+                final_model, trained = cache.stage(
+                    gradual, lambda: gradual.run(model, pruned, inputs, recipe, target,
+                                                 log_dir),
+                    stage_cache.save_trained, cache.load_trained, reusable=log_dir is None)
+        else:
+            with timer.stage("finetune"):  # with --tensorboard its logs are wanted: train
+                final_model, trained = cache.stage(
+                    finetune, lambda: _finetune(pruned, model, inputs, recipe, log_dir),
+                    stage_cache.save_trained, cache.load_trained, reusable=log_dir is None)
+        trained, schedule = gradual.split(trained)
+        qat_model = qat_trained = None
+        if recipe.quantize == "qat":
+            with timer.stage("qat"):
+                wrapped, (qat_model, qat_trained) = cache.stage(
+                    qat, lambda: _qat(final_model, model, inputs, recipe, log_dir),
+                    stage_cache.never, stage_cache.never)
+                final_model = wrapped.strip(qat_model)
+                pruned.notes.extend(wrapped.notes)
+        with timer.stage("convert"):
+            tflite = cache.stage(convert, lambda: convert.run(
+                final_model if qat_model is None else qat_model, recipe, inputs.calib,
+                target), stage_cache.save_tflite, stage_cache.load_tflite)
+            write_bytes(work / "model.tflite", tflite, final)
+        onnx_model = None
+        if "onnx" in recipe.export:
+            with timer.stage("export"):  # never cached: the ONNX file follows the .tflite
+                onnx_model = export_onnx.convert(work / "model.tflite")
+                write_bytes(work / export_onnx.FILENAME, onnx_model, final)
+        with timer.stage("artifacts"):
+            device = artifacts.run(work / "model.tflite", work, target, inputs)
+            # float32 weights: what model.keras needs at least
+            check_space(work / "model.keras", 4 * final_model.count_params(), final)
+            model_out = keras3_export.save_like_input(  # the pruned float model, user's flavour
+                final_model, model, work / "model.keras", samples)
+        with timer.stage("evaluate"):
+            measurements, estimate = _measure(tflite, inputs, target, samples)
+            on_target_ms, on_target = measure.on_target(
+                work / "model.tflite", target, on_target_opts, samples)
+            # First: device/emulator figures; a device artifact (e.g. model_vela.tflite)
+            # outranks model.tflite's size.
+            measurements[:0] = [*on_target_ms, *device.measurements]
+            result = _result(final_model, tflite, measurements)
+        with timer.stage("fidelity"):
+            quant = converter.sparsity_report(result["sparsity"], tflite, recipe.quantize)
+            result["sparsity_tflite"] = quant["sparsity_tflite"]
+            fid = None if inputs.val is None else fidelity.evaluate(
+                tflite, final_model, inputs.val.x, mode=recipe.quantize,
+                calib=inputs.calib, target=target)
+            onnx_rep = None if onnx_model is None else {
+                **export_onnx.agreement(tflite, onnx_model, *(
+                    inputs.model_inputs(export_onnx.MAX_SAMPLES) or (samples, samples_from))),
+                "written_by": "edgeprune build --export onnx"}
+        with timer.stage("check"):
+            checks = check.run(measurements, target, base["accuracy"],
+                               on_target.get("device_not_used"))
+            measurements = check.mark_used(measurements, checks, target)
+        with timer.stage("report"):
+            rep = report.BuildReport(
+                target=target.to_dict(), recipe=recipe.to_dict(), baseline=base,
+                result=result, measurements=measurements, checks=checks,
+                layers=_layer_rows(model, final_model), timings_s=timer.timings,
+                versions=tool_versions(),
+                notes=[*recipe_notes, *device_notes, *untrained, *pruned.notes,
+                       *gradual.notes(schedule), *_data_notes(inputs),
+                       *_model_notes(model_in, model_out)],
+                quantization=quant, fidelity=fid, artifacts=device.report,
+                estimate=estimate, finetune=trained, qat_finetune=qat_trained,
+                pruning_groups=pruned.groups, reused_stages=list(cache.reused),
+                search=pruned.search, sensitivity=pruned.sensitivity, onnx=onnx_rep,
+                schedule=schedule,
+                model_in=model_in, model_out=model_out, data=inputs.report(),
+                **on_target)
+            if cache.reused:
+                rep.notes.append(f"--resume: reused the cached output of "
+                                 f"{', '.join(cache.reused)} ({cache.root})")
+            report.write(work, rep.to_dict())
+            write_manifest(work, target, recipe, req)
     return BuildOutcome(target, req.out / target.name, rep.to_dict(),
                         check.exit_code(checks, req.strict))
 

@@ -11,7 +11,8 @@ files. Changing one input therefore invalidates exactly the stages from the firs
 reads it. Every build writes the cache; only ``--resume`` reads it. Each target's folder is
 kept under ``MAX_BYTES``: after a store, the least recently used entries (a hit refreshes an
 entry's time) that the running build has not used are evicted; partial folders a killed
-process left behind go after ``STALE_PARTIAL_S``.
+process left behind go as soon as no process has their pid, else after ``STALE_PARTIAL_S``.
+A target's cache is written only by the build holding that target's lock (``folder_lock``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from edgeprune import __version__
-from edgeprune.atomic import staged_folder
+from edgeprune.atomic import abandoned, staged_folder
 from edgeprune.training import seed_everything
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,8 @@ class StageCache:
         for path in self.root.iterdir():
             if not path.name.startswith("."):
                 entries.append((path.stat().st_mtime, path, _size(path)))
-            elif ".partial-" in path.name and now - path.stat().st_mtime > STALE_PARTIAL_S:
+            elif ".partial-" in path.name and (abandoned(path) or
+                                               now - path.stat().st_mtime > STALE_PARTIAL_S):
                 shutil.rmtree(path, ignore_errors=True)
         return entries
 
