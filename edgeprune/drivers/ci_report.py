@@ -15,7 +15,6 @@ import datetime as dt
 import logging
 import os
 import socket
-import time
 import tomllib
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -23,10 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeprune.errors import BadInputError, EdgepruneError, TargetError
+from edgeprune.errors import BadInputError, TargetError
 from edgeprune.targets import load_target, shipped_names
 
 if TYPE_CHECKING:
+    from edgeprune.drivers import executor as executors
     from edgeprune.drivers.pipeline import BuildRequest
 
 log = logging.getLogger(__name__)
@@ -68,26 +68,27 @@ def target_specs(given: tuple[str, ...], all_targets: bool, project_dir: Path) -
     return list(given)
 
 
-def build_targets(request: BuildRequest, specs: list[str],
-                  done: Callable[[TargetRun], None]) -> list[TargetRun]:
-    """Build every target; a target that fails with exit 2/3 is recorded and the rest still
-    build, so CI sees every target's verdict. ``done`` is called after each target."""
-    from edgeprune.drivers.pipeline import build
+def build_targets(request: BuildRequest, specs: list[str], done: Callable[[TargetRun], None],
+                  executor: str = "local", address: str | None = None) -> list[TargetRun]:
+    """Build every target (as Ray tasks with ``executor`` ray); a target that fails with exit
+    2/3 is recorded and the rest still build, so CI sees every target's verdict. ``done`` is
+    called after each target; the runs come back in ``specs``' order."""
+    from edgeprune.drivers import executor as executors
 
-    runs = []
-    for spec in specs:
-        start = time.perf_counter()
-        try:
-            outcome = build(request, spec)
-            run = TargetRun.from_report(outcome.report, outcome.folder, outcome.exit_code,
-                                        time.perf_counter() - start)
-        except EdgepruneError as exc:
-            log.debug("target %s failed", spec, exc_info=True)
-            run = TargetRun(Path(spec).stem if spec.endswith(".toml") else spec,
-                            exc.exit_code, error=str(exc), seconds=time.perf_counter() - start)
-        runs.append(run)
-        done(run)
-    return runs
+    if executor != "local":
+        request = executors.absolute(request)
+    jobs = [executors.Job(target_label(spec), request, spec) for spec in specs]
+    return [_run(d) for d in executors.run(jobs, executor, address, lambda d: done(_run(d)))]
+
+
+def target_label(spec: str) -> str:
+    return Path(spec).stem if spec.endswith(".toml") else spec
+
+
+def _run(done: executors.Done) -> TargetRun:
+    if done.report is None or done.folder is None:
+        return TargetRun(done.label, done.exit_code, error=done.error, seconds=done.seconds)
+    return TargetRun.from_report(done.report, done.folder, done.exit_code, done.seconds)
 
 
 def ci_targets(project_dir: Path) -> list[str]:
