@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 EXECUTORS = ("local", "ray")
 EXTRA = "pip install 'edgeprune[ray]'"
+_LOOPBACK = ("127.0.0.1", "localhost")
 CONNECT_SECONDS = 10.0  # an unreachable --ray-address fails well within 30 s
 
 
@@ -92,6 +93,8 @@ def build_one(job: Job) -> Done:
     """One build, its error (exit 2/3) recorded rather than raised."""
     from edgeprune.drivers.pipeline import build
 
+    if not logging.getLogger().handlers:  # a Ray worker: warnings as the CLI prints them
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
     start = time.perf_counter()
     try:
         outcome = build(job.request, job.spec)
@@ -124,8 +127,10 @@ def _on_ray(jobs: list[Job], address: str | None, done: Callable[[Done], None]) 
         if address is None:  # a Ray of our own, on loopback, stopped at the end
             ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
                      logging_level=logging.WARNING)
-        else:
-            ray.init(address=address, logging_level=logging.WARNING)
+        else:  # a head on loopback: this driver's node is on loopback too, not the LAN's
+            host = address.removeprefix("ray://").rpartition(":")[0]
+            local = {"_node_ip_address": "127.0.0.1"} if host in _LOOPBACK else {}
+            ray.init(address=address, logging_level=logging.WARNING, **local)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ToolError(f"--ray-address {address or 'local'}", f"Ray did not start ({exc})",
                         "Check the Ray cluster (`ray status`)") from exc
