@@ -236,7 +236,7 @@ def test_multiworker_fine_tune_on_two_processes(tiny_files, tmp_path):
             [sys.executable, "-m", "edgeprune", *args, "--strategy", "multiworker",
              "--out", "cluster"], cwd=cwd, env=_env(TF_CONFIG=config), text=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-    (out1, err1), (out0, err0) = (w.communicate(timeout=900) for w in workers)
+    (out1, err1), (_, err0) = (w.communicate(timeout=900) for w in workers)
     assert workers[1].returncode == 0, err0[-3000:]
     assert workers[0].returncode == workers[1].returncode, err1[-3000:]
     assert "which wrote cluster" in out1
