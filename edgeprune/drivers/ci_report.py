@@ -18,39 +18,20 @@ import socket
 import tomllib
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from edgeprune.drivers import executor as executors
+from edgeprune.drivers.executor import TargetRun
 from edgeprune.errors import BadInputError, TargetError
 from edgeprune.targets import load_target, shipped_names
 
 if TYPE_CHECKING:
-    from edgeprune.drivers import executor as executors
     from edgeprune.drivers.pipeline import BuildRequest
 
 log = logging.getLogger(__name__)
 PROJECT_FILE = "edgeprune.toml"
 _CI_KEYS = {"targets"}
-
-
-@dataclass(frozen=True)
-class TargetRun:
-    """What one target's build ended with: its report, or the error that stopped it."""
-
-    target: str
-    exit_code: int
-    report: dict[str, Any] | None = None
-    folder: Path | None = None
-    error: str | None = None
-    seconds: float = 0.0
-    checks: list[dict[str, Any]] = field(default_factory=list)
-
-    @classmethod
-    def from_report(cls, report: dict[str, Any], folder: Path, exit_code: int,
-                    seconds: float) -> TargetRun:
-        return cls(report["target"]["name"], exit_code, report, folder, None, seconds,
-                   list(report["checks"]))
 
 
 def target_specs(given: tuple[str, ...], all_targets: bool, project_dir: Path) -> list[str]:
@@ -73,22 +54,14 @@ def build_targets(request: BuildRequest, specs: list[str], done: Callable[[Targe
     """Build every target (as Ray tasks with ``executor`` ray); a target that fails with exit
     2/3 is recorded and the rest still build, so CI sees every target's verdict. ``done`` is
     called after each target; the runs come back in ``specs``' order."""
-    from edgeprune.drivers import executor as executors
-
     if executor != "local":
         request = executors.absolute(request)
     jobs = [executors.Job(target_label(spec), request, spec) for spec in specs]
-    return [_run(d) for d in executors.run(jobs, executor, address, lambda d: done(_run(d)))]
+    return executors.run(jobs, executor, address, done)
 
 
 def target_label(spec: str) -> str:
     return Path(spec).stem if spec.endswith(".toml") else spec
-
-
-def _run(done: executors.Done) -> TargetRun:
-    if done.report is None or done.folder is None:
-        return TargetRun(done.label, done.exit_code, error=done.error, seconds=done.seconds)
-    return TargetRun.from_report(done.report, done.folder, done.exit_code, done.seconds)
 
 
 def ci_targets(project_dir: Path) -> list[str]:

@@ -17,7 +17,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,15 +43,22 @@ class Job:
 
 
 @dataclass(frozen=True)
-class Done:
-    """What a build ended with: its report and folder, or the error that stopped it."""
+class TargetRun:
+    """What one build ended with: its report, or the error that stopped it."""
 
-    label: str
+    target: str
     exit_code: int
     report: dict[str, Any] | None = None
     folder: Path | None = None
     error: str | None = None
     seconds: float = 0.0
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_report(cls, report: dict[str, Any], folder: Path, exit_code: int,
+                    seconds: float) -> TargetRun:
+        return cls(report["target"]["name"], exit_code, report, folder, None, seconds,
+                   list(report["checks"]))
 
 
 def check(executor: str, address: str | None) -> None:
@@ -89,7 +96,7 @@ def absolute(request: BuildRequest) -> BuildRequest:
         name: value.absolute() for name, value in paths.items() if isinstance(value, Path)})
 
 
-def build_one(job: Job) -> Done:
+def build_one(job: Job) -> TargetRun:
     """One build, its error (exit 2/3) recorded rather than raised."""
     from edgeprune.drivers.pipeline import build
 
@@ -100,15 +107,15 @@ def build_one(job: Job) -> Done:
         outcome = build(job.request, job.spec)
     except EdgepruneError as exc:
         log.debug("%s failed", job.label, exc_info=True)
-        return Done(job.label, exc.exit_code, error=str(exc),
-                    seconds=time.perf_counter() - start)
-    return Done(job.label, outcome.exit_code, outcome.report, outcome.folder,
-                seconds=time.perf_counter() - start)
+        return TargetRun(job.label, exc.exit_code, error=str(exc),
+                         seconds=time.perf_counter() - start)
+    return TargetRun.from_report(outcome.report, outcome.folder, outcome.exit_code,
+                                 time.perf_counter() - start)
 
 
 def run(jobs: list[Job], executor: str, address: str | None,
-        done: Callable[[Done], None]) -> list[Done]:
-    """Every job's ``Done``, in the jobs' order; ``done`` is called as each finishes."""
+        done: Callable[[TargetRun], None]) -> list[TargetRun]:
+    """Every job's ``TargetRun``, in the jobs' order; ``done`` is called as each finishes."""
     if executor == "local":
         results = []
         for job in jobs:
@@ -118,7 +125,8 @@ def run(jobs: list[Job], executor: str, address: str | None,
     return _on_ray(jobs, address, done)
 
 
-def _on_ray(jobs: list[Job], address: str | None, done: Callable[[Done], None]) -> list[Done]:
+def _on_ray(jobs: list[Job], address: str | None,
+            done: Callable[[TargetRun], None]) -> list[TargetRun]:
     import ray
 
     for job in jobs:  # made here: a task that made --out would remove it on bad input
@@ -137,7 +145,7 @@ def _on_ray(jobs: list[Job], address: str | None, done: Callable[[Done], None]) 
     try:
         remote = ray.remote(num_cpus=1, max_retries=0)(build_one)
         refs = {remote.remote(job): i for i, job in enumerate(jobs)}
-        results: list[Done | None] = [None] * len(jobs)
+        results: list[TargetRun | None] = [None] * len(jobs)
         pending = list(refs)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
@@ -147,7 +155,7 @@ def _on_ray(jobs: list[Job], address: str | None, done: Callable[[Done], None]) 
                     result = ray.get(ref)
                 except ray.exceptions.RayError as exc:  # the task or its worker died
                     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                    result = Done(job.label, int(ToolError.exit_code),
+                    result = TargetRun(job.label, int(ToolError.exit_code),
                                   error=f"{job.label}: the Ray task building it failed "
                                   f"({type(exc).__name__}: {first}). Rerun with --resume to "
                                   "build what is missing")

@@ -107,12 +107,12 @@ def run(request: BuildRequest, spec: str, ratios: tuple[float, ...], executor: s
                 jobs = [dataclasses.replace(j, request=executors.absolute(j.request))
                         for j in jobs]
             done = executors.run(jobs, executor, address, lambda d: log.info(
-                "sweep: %s done (exit %d)", d.label, d.exit_code))
+                "sweep: %s done (exit %d)", d.target, d.exit_code))
             rows, baseline, target = [], None, None
             for ratio, result in zip(ratios, done, strict=True):
                 if result.report is None or result.folder is None:
                     error = BadInputError if result.exit_code == 2 else ToolError
-                    raise error(result.label, result.error or "failed",
+                    raise error(result.target, result.error or "failed",
                                 "Fix it and rerun the sweep (--resume reuses finished stages)")
                 result.folder.rename(work / f"sparsity-{ratio:g}")
                 shutil.rmtree(result.folder.parent, ignore_errors=True)
