@@ -32,11 +32,24 @@ def main(quiet: bool, verbose: bool) -> None:
 
 @main.command(context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print the profiles as JSON.")
+@click.option("--matrix", type=click.Choice(("github", "gitlab")), help="Print the CI jobs "
+              "for `build --all-targets --shard K/N` instead: GitHub's strategy.matrix as JSON "
+              "(for fromJSON), or GitLab's parallel:matrix.")
+@click.option("--shards", type=click.IntRange(min=1), help="Jobs of --matrix (default: one "
+              "per target of --all-targets).")
 @handle_errors
-def targets(as_json: bool) -> None:
+def targets(as_json: bool, matrix: str | None, shards: int | None) -> None:
     """List the shipped target profiles with their hardware, runtime and budgets."""
     from edgeprune.targets import all_targets
 
+    if matrix is not None or shards is not None:
+        from edgeprune.drivers import ci_report
+        from edgeprune.drivers import shards as shard_mod
+
+        if matrix is None:
+            raise BadInputError("--shards", "applies to --matrix", "Add --matrix github|gitlab")
+        click.echo(shard_mod.matrix(matrix, ci_report.ci_targets(Path.cwd()), shards))
+        return
     profiles = all_targets()
     if as_json:
         click.echo(json.dumps([p.to_dict() for p in profiles], indent=2))
@@ -201,6 +214,18 @@ def _on_target(device: str | None, known_hosts: Path | None, identity: Path | No
 @click.option("--sweep", help="Comma-separated sparsities, e.g. 0.25,0.5,0.75: one build per "
               "value into OUT/<target>-sweep/, compared in sweep.md/sweep.html with an "
               "accuracy-vs-latency plot. Exit 0 when some variant meets every budget.")
+@click.option("--shard", help="K/N: build only shard K of N of the targets (targets K, K+N, "
+              "…; see `targets --matrix`), recorded in OUT/runs.json for `edgeprune merge`.")
+@click.option("--strategy", type=click.Choice(recipe_options.STRATEGIES),
+              help="tf.distribute strategy of training: auto (default: mirrored when more than "
+              "one GPU is visible), none, mirrored (local GPUs), multiworker (the cluster in "
+              "TF_CONFIG; run the same command on every worker, the chief writes OUT).")
+@click.option("--executor", type=click.Choice(("local", "ray")), default="local",
+              show_default=True, help="Run the builds of several targets or --sweep values "
+              "here one after another, or as Ray tasks (pip install 'edgeprune[ray]'; paths "
+              "must be on storage every Ray node sees).")
+@click.option("--ray-address", help="host:port of a running Ray cluster's head for --executor "
+              "ray (default: start a Ray on 127.0.0.1 for this run).")
 @_on_target_options
 @_limit_option
 @handle_errors
@@ -208,12 +233,19 @@ def build(target_specs: tuple[str, ...], model: Path | None, data: Path | None,
           val: Path | None, calib: Path | None, recipe_file: Path | None, out: Path,
           trust_model: bool, strict: bool, tensorboard: bool, resume: bool, device: str | None,
           known_hosts: Path | None, identity: Path | None, remote_python: str, emulate: bool,
-          all_targets: bool, junit: Path | None, sweep: str | None, **overrides: Any) -> int:
+          all_targets: bool, junit: Path | None, sweep: str | None, shard: str | None,
+          executor: str, ray_address: str | None, **overrides: Any) -> int:
     """Prune, fine-tune, quantize and convert MODEL for each target, then check its budgets."""
-    from edgeprune.drivers import ci_report
+    from edgeprune import distribute
+    from edgeprune.drivers import ci_report, shards
+    from edgeprune.drivers import executor as executors
     from edgeprune.drivers import sweep as sweep_mod
 
     specs = ci_report.target_specs(target_specs, all_targets, Path.cwd())
+    places = list(range(len(specs)))
+    if shard is not None:
+        picked = shards.share(specs, *shards.parse_shard(shard))
+        places, specs = [i for i, _ in picked], [spec for _, spec in picked]
     _check_device(device, specs)
     ratios = None if sweep is None else sweep_mod.parse_ratios(sweep)
     if junit is not None:
@@ -221,30 +253,99 @@ def build(target_specs: tuple[str, ...], model: Path | None, data: Path | None,
             raise BadInputError("--junit", "is not written for --sweep",
                                 "Drop one of them: sweep, then build the chosen sparsity for CI")
         ci_report.check_junit_path(junit)
+    executors.check(executor, ray_address)
+    mode = overrides.get("strategy") or (None if recipe_file is None else recipe_options
+                                         .read_recipe_file(recipe_file).get("strategy"))
+    distribute.check(mode or "auto")
+    if mode == "multiworker" and (executor != "local" or resume):
+        raise BadInputError("--strategy multiworker", "trains one build over the cluster's "
+                            "workers, so it takes neither --executor ray nor --resume",
+                            "Drop --executor ray / --resume")
+    cluster = distribute.start(mode or "auto")  # before any other TensorFlow op
+    fields = dict(model=model, data=data, val=val, calib=calib, recipe_file=recipe_file,
+                  overrides=overrides, trust_model=trust_model, strict=strict,
+                  tensorboard=tensorboard, resume=resume,
+                  on_target=_on_target(device, known_hosts, identity, remote_python, emulate))
+
+    def run(where: Path) -> int:  # a non-chief worker builds elsewhere, without --junit
+        return _build_all(specs, places, shard, executor, ray_address, ratios, where,
+                          junit if where == out else None, fields)
+
+    return _on_cluster(cluster, out, run) if cluster.kind == "multiworker" else run(out)
+
+
+def _on_cluster(cluster: Any, out: Path, run: Callable[[Path], int]) -> int:
+    """A multiworker build: the chief writes OUT; another worker builds into a temporary
+    folder it removes. Every worker ends with the chief's exit code (distribute.py)."""
+    import shutil
+    import tempfile
+
+    from edgeprune import distribute
+    from edgeprune.errors import EdgepruneError
+
+    where = out if cluster.is_chief else Path(tempfile.mkdtemp(prefix="edgeprune-worker-"))
+    try:
+        code = run(where)
+    except EdgepruneError as exc:
+        click.echo(f"error: {exc}", err=True)
+        code = exc.exit_code
+    finally:
+        if where != out:
+            shutil.rmtree(where, ignore_errors=True)
+    code = distribute.agree_exit_code(int(code))
+    if not cluster.is_chief:
+        click.echo(f"{cluster.task[0]} {cluster.task[1]}: trained with the chief, which wrote "
+                   f"{out} (exit code {code})")
+    return code
+
+
+def _build_all(specs: list[str], places: list[int], shard: str | None, executor: str,
+               ray_address: str | None, ratios: tuple[float, ...] | None, out: Path,
+               junit: Path | None, fields: dict[str, Any]) -> int:
+    """The builds of ``specs`` (a sweep each with ``ratios``) into ``out``; the exit code."""
+    from edgeprune.drivers import ci_report, shards
+    from edgeprune.drivers import sweep as sweep_mod
     from edgeprune.drivers.pipeline import BuildRequest  # TensorFlow: only once the input is valid
     from edgeprune.stages import measure
     from edgeprune.targets import load_target
 
-    request = BuildRequest(
-        model=model, data=data, val=val, calib=calib, recipe_file=recipe_file,
-        overrides=overrides, out=out, trust_model=trust_model, strict=strict,
-        tensorboard=tensorboard, resume=resume,
-        on_target=_on_target(device, known_hosts, identity, remote_python, emulate),
-    )
+    request = BuildRequest(out=out, **fields)
     # The device must be one target's machine before anything is built (exit 2 otherwise).
     measure.require_device_fit(request.on_target, [load_target(s) for s in specs])
     if ratios is not None:
         for spec in specs:  # every target's recipe is checked before the first build
             sweep_mod.check_recipe(request, spec)
-        outcomes = [sweep_mod.run(request, spec, ratios) for spec in specs]
+        outcomes = [sweep_mod.run(request, spec, ratios, executor, ray_address)
+                    for spec in specs]
         for o in outcomes:
             click.echo(f"{o.target}: {sweep_mod.verdict(o.summary)} → {o.folder}/sweep.html")
-        return max(o.exit_code for o in outcomes)
+        return max((o.exit_code for o in outcomes), default=0)
     runs = ci_report.build_targets(request, specs, lambda run: click.echo(
         f"error: {run.error}" if run.error else _summary_line(run.report, run.folder),
-        err=run.error is not None))
+        err=run.error is not None), executor, ray_address)
+    if shard is not None:
+        click.echo(f"shard {shard}: {len(runs)} target(s) → "
+                   f"{shards.write_runs(out, runs, places, shard)}")
     if len(runs) > 1:
         click.echo(ci_report.summary_table(runs))
+    if junit is not None:
+        click.echo(f"JUnit report: {ci_report.write_junit(junit, runs)}")
+    return ci_report.worst_exit_code(runs)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("folders", nargs=-1, required=True, type=Path)
+@click.option("--junit", type=Path, help="Write the merged JUnit XML report here.")
+@handle_errors
+def merge(folders: tuple[Path, ...], junit: Path | None) -> int:
+    """Join the results of `build --shard K/N` runs (their --out FOLDERS) into the summary
+    table and one JUnit report, in the order of one sequential run; exit with the worst code."""
+    from edgeprune.drivers import ci_report, shards
+
+    if junit is not None:
+        ci_report.check_junit_path(junit)
+    runs = shards.merge(list(folders))
+    click.echo(ci_report.summary_table(runs))
     if junit is not None:
         click.echo(f"JUnit report: {ci_report.write_junit(junit, runs)}")
     return ci_report.worst_exit_code(runs)

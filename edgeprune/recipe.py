@@ -28,6 +28,7 @@ LR_SCHEDULES = ("constant", "cosine")  # cosine: linear warm-up, then cosine dec
 SCHEDULES = ("oneshot", "gradual")  # channels cut at once, or in `steps` cuts (cubic)
 CHANNEL_CUTTERS = ("structured", "hybrid", "auto")
 GRADUAL_STEPS = 3  # cuts of schedule "gradual" when `steps` is not given
+STRATEGIES = ("auto", "none", "mirrored", "multiworker")  # tf.distribute (distribute.py)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Recipe:
     search_minutes: float = 10.0  # --prune auto: time budget of the budget-driven search
     export: tuple[str, ...] = ()  # e.g. ("onnx",): model.onnx beside model.tflite
     data: DataSpec = dataclasses.field(default_factory=DataSpec)  # the [data] section
+    strategy: str = "auto"  # tf.distribute strategy of every training phase (distribute.py)
 
     def __post_init__(self) -> None:
         _check_choice("prune", self.prune, PRUNE_MODES)
@@ -70,6 +72,7 @@ class Recipe:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("lr-schedule", self.lr_schedule, LR_SCHEDULES)
         _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("strategy", self.strategy, STRATEGIES)
         for fmt in self.export:
             _check_choice("export", fmt, EXPORT_FORMATS)
         if not 0.0 <= self.l1 < float("inf"):  # also refuses NaN

@@ -30,6 +30,7 @@ OPTIONS = {
     "--optimizer": ("optimizer", recipe.OPTIMIZERS),
     "--lr-schedule": ("lr_schedule", recipe.LR_SCHEDULES),
     "--schedule": ("schedule", recipe.SCHEDULES),
+    "--strategy": ("strategy", recipe.STRATEGIES),
 }
 
 

@@ -15,15 +15,15 @@ import datetime as dt
 import logging
 import os
 import socket
-import time
 import tomllib
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from edgeprune.errors import BadInputError, EdgepruneError, TargetError
+from edgeprune.drivers import executor as executors
+from edgeprune.drivers.executor import TargetRun
+from edgeprune.errors import BadInputError, TargetError
 from edgeprune.targets import load_target, shipped_names
 
 if TYPE_CHECKING:
@@ -32,25 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 PROJECT_FILE = "edgeprune.toml"
 _CI_KEYS = {"targets"}
-
-
-@dataclass(frozen=True)
-class TargetRun:
-    """What one target's build ended with: its report, or the error that stopped it."""
-
-    target: str
-    exit_code: int
-    report: dict[str, Any] | None = None
-    folder: Path | None = None
-    error: str | None = None
-    seconds: float = 0.0
-    checks: list[dict[str, Any]] = field(default_factory=list)
-
-    @classmethod
-    def from_report(cls, report: dict[str, Any], folder: Path, exit_code: int,
-                    seconds: float) -> TargetRun:
-        return cls(report["target"]["name"], exit_code, report, folder, None, seconds,
-                   list(report["checks"]))
 
 
 def target_specs(given: tuple[str, ...], all_targets: bool, project_dir: Path) -> list[str]:
@@ -68,26 +49,19 @@ def target_specs(given: tuple[str, ...], all_targets: bool, project_dir: Path) -
     return list(given)
 
 
-def build_targets(request: BuildRequest, specs: list[str],
-                  done: Callable[[TargetRun], None]) -> list[TargetRun]:
-    """Build every target; a target that fails with exit 2/3 is recorded and the rest still
-    build, so CI sees every target's verdict. ``done`` is called after each target."""
-    from edgeprune.drivers.pipeline import build
+def build_targets(request: BuildRequest, specs: list[str], done: Callable[[TargetRun], None],
+                  executor: str = "local", address: str | None = None) -> list[TargetRun]:
+    """Build every target (as Ray tasks with ``executor`` ray); a target that fails with exit
+    2/3 is recorded and the rest still build, so CI sees every target's verdict. ``done`` is
+    called after each target; the runs come back in ``specs``' order."""
+    if executor != "local":
+        request = executors.absolute(request)
+    jobs = [executors.Job(target_label(spec), request, spec) for spec in specs]
+    return executors.run(jobs, executor, address, done)
 
-    runs = []
-    for spec in specs:
-        start = time.perf_counter()
-        try:
-            outcome = build(request, spec)
-            run = TargetRun.from_report(outcome.report, outcome.folder, outcome.exit_code,
-                                        time.perf_counter() - start)
-        except EdgepruneError as exc:
-            log.debug("target %s failed", spec, exc_info=True)
-            run = TargetRun(Path(spec).stem if spec.endswith(".toml") else spec,
-                            exc.exit_code, error=str(exc), seconds=time.perf_counter() - start)
-        runs.append(run)
-        done(run)
-    return runs
+
+def target_label(spec: str) -> str:
+    return Path(spec).stem if spec.endswith(".toml") else spec
 
 
 def ci_targets(project_dir: Path) -> list[str]:

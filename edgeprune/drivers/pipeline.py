@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune import converter
+from edgeprune import converter, distribute
 from edgeprune import data as data_mod
 from edgeprune.atomic import (
     check_space,
@@ -129,6 +129,7 @@ def build(req: BuildRequest, target_spec: str) -> BuildOutcome:
     for note in recipe_notes:
         log.warning("note: %s", note)
     converter.check_target(recipe.quantize, target)
+    distribute.current(recipe.strategy)  # the CLI started it before TensorFlow ran
     if "onnx" in recipe.export:
         export_onnx.check("--export onnx", recipe.quantize)
     _check_out(req.out)
@@ -251,7 +252,7 @@ def _locked_build(req: BuildRequest, target: TargetProfile, recipe: Recipe,
                 estimate=estimate, finetune=trained, qat_finetune=qat_trained,
                 pruning_groups=pruned.groups, reused_stages=list(cache.reused),
                 search=pruned.search, sensitivity=pruned.sensitivity, onnx=onnx_rep,
-                schedule=schedule,
+                schedule=schedule, training=distribute.current().to_dict(recipe.batch_size),
                 model_in=model_in, model_out=model_out, data=inputs.report(),
                 **on_target)
             if cache.reused:

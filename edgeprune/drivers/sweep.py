@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeprune.atomic import staged_folder
-from edgeprune.errors import BadInputError, RecipeError
+from edgeprune.errors import BadInputError, RecipeError, ToolError
 from edgeprune.recipe import resolve_for_build
 from edgeprune.targets import load_target
 
@@ -88,25 +88,36 @@ def variant_row(sparsity: float, rep: dict[str, Any], exit_code: int) -> dict[st
     }
 
 
-def run(request: BuildRequest, spec: str, ratios: tuple[float, ...]) -> SweepOutcome:
-    """Build ``spec`` once per ratio into ``OUT/<target>-sweep`` and compare the variants."""
-    from edgeprune.drivers.pipeline import build
+def run(request: BuildRequest, spec: str, ratios: tuple[float, ...], executor: str = "local",
+        address: str | None = None) -> SweepOutcome:
+    """Build ``spec`` once per ratio into ``OUT/<target>-sweep`` and compare the variants; with
+    ``executor`` ray, the variants are built as Ray tasks."""
+    from edgeprune.drivers import executor as executors
 
     check_recipe(request, spec)
     created_out = not request.out.exists()
-    final = request.out / f"{load_target(spec).name}-sweep"
+    name = load_target(spec).name
+    final = request.out / f"{name}-sweep"
     try:
         with staged_folder(final) as work:
+            jobs = [executors.Job(f"{name} at sparsity {ratio:g}", dataclasses.replace(
+                request, out=work / f".variant-{ratio:g}",
+                overrides={**request.overrides, "sparsity": ratio}), spec) for ratio in ratios]
+            if executor != "local":
+                jobs = [dataclasses.replace(j, request=executors.absolute(j.request))
+                        for j in jobs]
+            done = executors.run(jobs, executor, address, lambda d: log.info(
+                "sweep: %s done (exit %d)", d.target, d.exit_code))
             rows, baseline, target = [], None, None
-            for ratio in ratios:
-                log.info("sweep: sparsity %g", ratio)
-                variant = dataclasses.replace(request, out=work / ".variant",
-                                              overrides={**request.overrides, "sparsity": ratio})
-                outcome = build(variant, spec)
-                outcome.folder.rename(work / f"sparsity-{ratio:g}")
-                rows.append(variant_row(ratio, outcome.report, outcome.exit_code))
-                baseline, target = outcome.report["baseline"], outcome.report["target"]
-            shutil.rmtree(work / ".variant", ignore_errors=True)
+            for ratio, result in zip(ratios, done, strict=True):
+                if result.report is None or result.folder is None:
+                    error = BadInputError if result.exit_code == 2 else ToolError
+                    raise error(result.target, result.error or "failed",
+                                "Fix it and rerun the sweep (--resume reuses finished stages)")
+                result.folder.rename(work / f"sparsity-{ratio:g}")
+                shutil.rmtree(result.folder.parent, ignore_errors=True)
+                rows.append(variant_row(ratio, result.report, result.exit_code))
+                baseline, target = result.report["baseline"], result.report["target"]
             summary = {"schema": SCHEMA, "target": target, "baseline": baseline,
                        "recipe": {k: v for k, v in request.overrides.items() if v is not None},
                        "variants": rows, "best": best(rows)}

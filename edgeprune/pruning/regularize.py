@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune import _tf
+from edgeprune import _tf, distribute
 from edgeprune.errors import BadInputError
 
 log = logging.getLogger(__name__)
@@ -67,41 +67,13 @@ def sparsify(
     ``model`` is not modified. The loss is sparse categorical cross-entropy, as in fine-tuning.
     """
     _check(model, l1, on, epochs)
-    keras, tf = _tf.keras(), _tf.tf()
+    keras = _tf.keras()
     keras.utils.set_random_seed(seed)
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
-    weights = penalised(copy, on)
-    trainable = copy.trainable_variables
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
-    optimizer = keras.optimizers.Adam(learning_rate)
-    lam = tf.constant(l1, tf.float32)
-
-    @tf.function
-    def step(xb: Any, yb: Any) -> Any:
-        with tf.GradientTape() as tape:
-            task = loss_fn(yb, copy(xb, training=True))
-            penalty = tf.add_n([tf.reduce_sum(tf.abs(w)) for w in weights])
-            loss = task + lam * penalty
-        grads = tape.gradient(loss, trainable)
-        optimizer.apply_gradients(
-            [(g, v) for g, v in zip(grads, trainable, strict=True) if g is not None]
-        )
-        return task
-
-    rng = np.random.default_rng(seed)
-    y = np.asarray(y)  # x may be Rows: each batch is read when its step runs
-    for epoch in range(epochs):
-        order = rng.permutation(len(y))
-        losses = [
-            float(step(np.asarray(x[idx]), y[idx]))
-            for idx in (order[i : i + batch_size] for i in range(0, len(y), batch_size))
-        ]
-        log.info(
-            "L1 phase epoch %d/%d: loss %.4f, %.0f%% of |%s| < %g",
-            epoch + 1, epochs, float(np.mean(losses)),
-            100 * near_zero_fraction(copy, on), "γ" if on == "bn" else "w", NEAR_ZERO,
-        )  # fmt: skip
+    with distribute.training_copy(copy) as twin:  # under --strategy: on every replica
+        _train(twin, x, np.asarray(y), l1=l1, on=on, epochs=epochs, batch_size=batch_size,
+               learning_rate=learning_rate, seed=seed, from_logits=from_logits)
     return copy
 
 
@@ -124,3 +96,42 @@ def _check(model: Any, l1: float, on: str, epochs: int) -> None:
             f"model '{model.name}' has no BatchNormalization layer with a trainable scale (γ)",
             "use --l1-on kernel to penalise the conv/dense kernels instead",
         )
+
+
+def _train(model: Any, x: Any, y: np.ndarray, *, l1: float, on: str, epochs: int,
+           batch_size: int, learning_rate: float, seed: int, from_logits: bool) -> None:
+    """``sparsify``'s loop on ``model`` in place, each batch split over the replicas."""
+    keras, tf = _tf.keras(), _tf.tf()
+    weights = penalised(model, on)
+    trainable = model.trainable_variables
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(
+        from_logits=from_logits, reduction=keras.losses.Reduction.NONE)
+    optimizer = keras.optimizers.Adam(learning_rate)
+    lam = tf.constant(l1, tf.float32)
+    replicas = distribute.current().replicas
+
+    @tf.function
+    def step(xb: Any, yb: Any, n: Any) -> Any:
+        """One replica's share of the batch; the loss is the global batch's mean."""
+        with tf.GradientTape() as tape:
+            task = tf.reduce_sum(loss_fn(yb, model(xb, training=True))) / n
+            penalty = tf.add_n([tf.reduce_sum(tf.abs(w)) for w in weights])
+            loss = task + lam * penalty / replicas
+        grads = tape.gradient(loss, trainable)
+        optimizer.apply_gradients(
+            [(g, v) for g, v in zip(grads, trainable, strict=True) if g is not None]
+        )
+        return task
+
+    rng = np.random.default_rng(seed)  # x may be Rows: each batch is read when its step runs
+    for epoch in range(epochs):
+        order = rng.permutation(len(y))
+        losses = [
+            float(distribute.per_replica_step(step, np.asarray(x[idx]), y[idx]))
+            for idx in (order[i : i + batch_size] for i in range(0, len(y), batch_size))
+        ]
+        log.info(
+            "L1 phase epoch %d/%d: loss %.4f, %.0f%% of |%s| < %g",
+            epoch + 1, epochs, float(np.mean(losses)),
+            100 * near_zero_fraction(model, on), "γ" if on == "bn" else "w", NEAR_ZERO,
+        )  # fmt: skip

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeprune import distribute
 from edgeprune.data import Labelled, fit_split
 from edgeprune.data.stream import training_dataset
 from edgeprune.errors import BadInputError
@@ -182,7 +183,7 @@ class _Search:
                 self._settle(wait=True)  # predicted to fit: confirm on a real conversion
             elif not over:
                 stopped = "every budget met" if self.feasible else "no budget to search"
-            elif time.monotonic() >= self.deadline:
+            elif distribute.time_up(self.deadline):
                 stopped = "time limit"
             else:
                 stopped = self._step(build_graph(self.model, keep=self.keep), over[0][1])
@@ -201,7 +202,7 @@ class _Search:
         if not proposals:
             return "no group can be cut further"
         for p in proposals:
-            if time.monotonic() >= self.deadline:
+            if distribute.time_up(self.deadline):
                 return "time limit"
             p.model = self._prune(p)
             recalibrate_bn(p.model, self.bn_batch)
@@ -214,7 +215,7 @@ class _Search:
         ranked = sorted(proposals, key=lambda p: self._damage(p.proxy, p, budget, now))
         screened = ranked if self.config.screen is None else ranked[: self.config.screen]
         for i, p in enumerate(screened):
-            if time.monotonic() >= self.deadline:
+            if distribute.time_up(self.deadline):
                 return "time limit"
             self._short_finetune(p.model, len(self.trajectory) + i)
             recalibrate_bn(p.model, self.bn_batch)
@@ -362,10 +363,11 @@ class _Search:
         rng = np.random.default_rng(self.seed + step)
         passes = -(-n // len(self.fit))
         order = np.concatenate([rng.permutation(len(self.fit)) for _ in range(passes)])[:n]
-        compile_for_training(model, self.learning_rate)
         batches, _ = training_dataset(self.fit.x, self.fit.y, self.batch_size, seed=self.seed,
                                       epochs=1, order=order)
-        model.fit(batches, epochs=1, verbose=0)
+        with distribute.training_copy(model) as twin:
+            compile_for_training(twin, self.learning_rate)
+            twin.fit(batches, epochs=1, verbose=0)
 
     def _evaluate(self, model: Any) -> tuple[float, float]:
         """(accuracy, cross-entropy) on the scoring split, in inference mode."""

@@ -16,11 +16,11 @@ NetAdapt's own test after as many short fine-tune steps as the greedy path took.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgeprune import distribute
 from edgeprune.pruning.graph import ChannelGroup
 from edgeprune.pruning.policy import round_kept
 from edgeprune.search.anchor import Costs
@@ -96,10 +96,10 @@ class Refiner:
         """Best-improvement hill climbing from ``start`` until no move lowers the loss or the
         deadline passes; the moves taken, for the report."""
         best, best_loss, taken = start, self.loss(start), []
-        while time.monotonic() < self.deadline:
+        while not distribute.time_up(self.deadline):
             scored = []
             for widened, narrowed, alloc in self.moves(best):
-                if time.monotonic() >= self.deadline:
+                if distribute.time_up(self.deadline):
                     break
                 scored.append((self.loss(alloc), widened, narrowed, alloc))
             top = min(scored, key=lambda s: s[0], default=None)

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune import _tf, progress
+from edgeprune import _tf, distribute, progress
 from edgeprune.data import Inputs, Labelled, fit_split
 from edgeprune.data.stream import training_dataset
 from edgeprune.recipe import CHANNEL_CUTTERS, Recipe
@@ -140,9 +140,6 @@ def run(pruned: Pruned, inputs: Inputs, recipe: Recipe, log_dir: Path | None,
         train.x, train.y, recipe.batch_size, seed=recipe.seed, epochs=recipe.epochs,
         augment=recipe.data, targets=None if distill is None else teacher_targets(
             teacher, labelled))
-    compile_for_training(model, recipe.learning_rate, optimizer=recipe.optimizer,
-                         lr_schedule=recipe.lr_schedule, total_steps=recipe.epochs * steps,
-                         warmup_steps=recipe.warmup_epochs * steps, distill=distill)
     callbacks = list(pruned.callbacks)
     validation = None
     watched = "val_loss"  # without re-estimated statistics the shipped model is the trained one
@@ -182,9 +179,12 @@ def run(pruned: Pruned, inputs: Inputs, recipe: Recipe, log_dir: Path | None,
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False))
         callbacks = tfmot.with_summaries(callbacks, log_dir)
     callbacks.append(progress.keras_callback(recipe.epochs, steps))
-    with deferred_interrupt(model):
-        history = model.fit(dataset, epochs=recipe.epochs, steps_per_epoch=steps,
-                            validation_data=validation, callbacks=callbacks, verbose=0)
+    with distribute.training_copy(model) as twin, deferred_interrupt(twin):
+        compile_for_training(twin, recipe.learning_rate, optimizer=recipe.optimizer,
+                             lr_schedule=recipe.lr_schedule, total_steps=recipe.epochs * steps,
+                             warmup_steps=recipe.warmup_epochs * steps, distill=distill)
+        history = twin.fit(dataset, epochs=recipe.epochs, steps_per_epoch=steps,
+                           validation_data=validation, callbacks=callbacks, verbose=0)
     summary = _summary(history.history, recipe.epochs, watched if monitor else None,
                        pruned.min_epochs)
     if distill is not None:

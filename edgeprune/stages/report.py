@@ -60,6 +60,8 @@ class BuildReport:
     emulation: dict[str, Any] | None = None  # --emulate
     onnx: dict[str, Any] | None = None  # --export onnx: agreement of model.onnx with LiteRT
     schedule: dict[str, Any] | None = None  # schedule "gradual": each cut and its fine-tune
+    # --strategy: what trained, on how many replicas, with the global batch size
+    training: dict[str, Any] | None = None
 
     OPTIONAL = ("qat_finetune", "search", "sensitivity", "device", "device_not_used",
                 "emulation", "onnx", "schedule")
