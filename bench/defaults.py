@@ -140,6 +140,9 @@ def write_md(results: dict[str, Any], examples: list[str], targets: list[str]) -
         "references. The target's latency is its check's figure (method shown: `estimate` is "
         "the calibrated estimator, not a measurement) against the same target's dense int8 "
         "build.",
+        "",
+        "Builds ran at commit(s): " + ", ".join(sorted({r.get("commit", "?") for r in
+                                                          runs.values()})) + ".",
     ]
     for example in examples:
         f32, i8 = runs.get(f"{example}/ref/float32"), runs.get(f"{example}/ref/int8")
