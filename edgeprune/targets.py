@@ -127,9 +127,11 @@ class Estimator:
     # The latency model's stated uncertainty, in %: the spread of its leave-one-out errors on
     # the family's published figures (bench/estimator_loo.py --write); absent: not established.
     uncertainty_pct: float | None = None
-    # "<class>_<dtype>" figures a published anchor sets; every other class's figure rests on an
-    # assumed ratio, and estimates say so (with the share of the latency it prices).
-    anchored_classes: tuple[str, ...] = ()
+    # "<class>_<dtype>" figures a published anchor on this hardware sets; every other class's
+    # figure rests on an assumed ratio, and estimates say so (with the share of the latency it
+    # prices). Absent: the profile makes no such claim (e.g. bench/host-estimate.toml, where
+    # every class is fitted to micro-benchmarks).
+    anchored_classes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -139,13 +141,15 @@ class Estimator:
             (_positive if f.name in _RATES else _at_least)(f"estimator.{f.name}", value, 0)
         for name in _LISTS:
             value = getattr(self, name)
+            if value is None:
+                continue
             if not isinstance(value, tuple | list):
                 raise _Invalid(f"estimator.{name} = {value!r} must be a list")
             object.__setattr__(self, name, tuple(value))
         for i, v in enumerate(self.thread_speedup):
             _positive(f"estimator.thread_speedup[{i}]", v)
         allowed = [f"{c}_{d}" for c in (*OP_CLASSES, *OP_REFINEMENTS) for d in OP_DTYPES]
-        for key in self.anchored_classes:
+        for key in self.anchored_classes or ():
             _choice("estimator.anchored_classes entry", key, tuple(allowed))
         for name, low in _PER_DTYPE.items():
             table = getattr(self, name)

@@ -63,8 +63,9 @@ def estimate_target(tflite: bytes, target: TargetProfile, name: str = "model.tfl
         if assumed:
             extra["assumed_classes_ms"] = assumed
             share = sum(assumed.values()) / est.latency_ms if est.latency_ms else 0.0
-            detail += (f"; {share:.0%} of it from op classes whose figure rests on an assumed "
-                       f"ratio, no published anchor separating them ({', '.join(assumed)})")
+            detail += (f"; {share:.0%} of it priced by op-class figures that rest on an "
+                       "assumption, not on a published figure for this hardware "
+                       f"({', '.join(assumed)})")
         pct = target.estimator.uncertainty_pct
         detail += (f"; stated uncertainty ± {pct:g} % (leave-one-out on published figures, "
                    "bench/estimator_loo.md)" if pct else
@@ -79,11 +80,12 @@ def estimate_target(tflite: bytes, target: TargetProfile, name: str = "model.tfl
     return TargetEstimate(measurements, [t.to_dict() for t in est.per_op], est.flagged, extra)
 
 
-def assumed_classes(per_op: list[OpTime], anchored: tuple[str, ...]) -> dict[str, float]:
+def assumed_classes(per_op: list[OpTime], anchored: tuple[str, ...] | None
+                    ) -> dict[str, float]:
     """Milliseconds by "<class>_<dtype>" for the CPU/MCU ops whose figure no published anchor
-    sets (empty when the profile names no anchored classes: nothing to contrast them with)."""
+    sets (empty when the profile makes no claim about its anchors)."""
     out: dict[str, float] = {}
-    if not anchored:
+    if anchored is None:
         return out
     for t in per_op:
         key = f"{t.op_class}_{t.dtype}"
