@@ -43,6 +43,7 @@ PROFILES = {"cortex-a": ("rpi4", "rpi5"), "cortex-m": ("cortex-m4", "cortex-m7")
 
 
 def row(a: dict[str, Any], predicted: float | None, how: str) -> dict[str, Any]:
+    predicted = None if predicted is None else float(predicted)
     err = None if predicted is None else predicted / a["ms"] - 1
     return {"id": a["id"], "family": a["family"], "role": a["role"], "published_ms": a["ms"],
             "predicted_ms": predicted, "error": err, "how": how,
@@ -56,7 +57,7 @@ def edgetpu_forms() -> list[dict[str, Any]]:
         errs = [abs(edgetpu.predict_ms(f, edgetpu.fit(fitted[:i] + fitted[i + 1:], form), form)
                     / a["ms"] - 1) for i, (a, f) in enumerate(fitted)]
         out.append({"form": list(form), "shipped": form == edgetpu.SHIPPED,
-                    "mape": sum(errs) / len(errs), "max": max(errs)})
+                    "mape": float(sum(errs) / len(errs)), "max": float(max(errs))})
     return out
 
 
@@ -100,7 +101,7 @@ def summary(family: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     if errs:
         s |= {"mape": sum(errs) / len(errs), "max": max(errs),
               "rms": math.sqrt(sum(e * e for e in errs) / len(errs))}
-    s["met"] = bool(errs) and n >= GOAL_N and s["mape"] <= GOAL_MAPE and s["max"] <= GOAL_MAX
+    s["met"] = bool(errs and n >= GOAL_N and s["mape"] <= GOAL_MAPE and s["max"] <= GOAL_MAX)
     short = []
     if n < GOAL_N:
         short.append(f"{GOAL_N - n} anchor(s) short of {GOAL_N}")
