@@ -279,3 +279,37 @@ def test_latency_estimates_carry_the_profiles_stated_uncertainty(cnn_tflite):
     stated = dataclasses.replace(load_target("cortex-m4"), estimator=dataclasses.replace(
         load_target("cortex-m4").estimator, uncertainty_pct=12.0))
     assert _latency(blob, stated).uncertainty == pytest.approx(0.12)
+
+
+def test_check_command_marks_a_budget_inside_the_uncertainty_marginal(tiny_tflite, tmp_path):
+    """coral-usb states a leave-one-out uncertainty: a budget 10 % above the estimate passes,
+    marked marginal, in the JSON and in the text; one far above it is a plain pass."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edgeprune.cli import main
+
+    target = load_target("coral-usb")
+    pct = target.estimator.uncertainty_pct
+    assert pct and pct > 10  # the band this test relies on (bench/estimator_loo.md)
+    estimate = _latency(tiny_tflite.read_bytes(), target).value
+
+    def latency_check(budget: float, *extra: str):
+        profile = tmp_path / f"coral-{budget:g}.toml"
+        profile.write_text(f'inherit = "coral-usb"\nname = "coral-b"\n[budgets]\n'
+                           f"latency_ms = {budget!r}\n")
+        r = CliRunner().invoke(main, ["check", str(tiny_tflite), "--target", str(profile),
+                                      *extra])
+        assert r.exit_code in (0, 1), r.output
+        return r.stdout
+
+    near = json.loads(latency_check(estimate * 1.1, "--json"))
+    check = {c["name"]: c for c in near["checks"]}["latency"]
+    assert (check["passed"], check["marginal"], check["method"]) == (True, True, "estimate")
+    measured = next(m for m in near["measurements"]
+                    if m["quantity"] == "latency_ms" and m["method"] == "estimate")
+    assert measured["uncertainty"] == pytest.approx(pct / 100)
+    assert "(estimate, marginal)" in latency_check(estimate * 1.1)
+    far = json.loads(latency_check(estimate * 10, "--json"))
+    assert {c["name"]: c for c in far["checks"]}["latency"]["marginal"] is False
