@@ -385,10 +385,11 @@ def check(model: Path, target_spec: str, data: Path | None, as_json: bool, stric
             mark = {True: "✓", False: "✗", None: "?"}[c.passed]
             value = "—" if c.value is None else f"{c.value:,.3f}"
             click.echo(f"{mark} {c.name:<14} {value:>14} / {c.budget:,.3f} {c.unit}  "
-                       f"({c.method or 'not checked'})")
+                       f"({c.method or 'not checked'}{', marginal' if c.marginal else ''})")
         for m in result.measurements:
-            click.echo(f"  {m.quantity} = {m.value:,.4f} {m.unit} [{m.method}, {m.where}] "
-                       f"{m.detail}")
+            spread = f" ± {m.uncertainty * 100:.0f} %" if m.uncertainty else ""
+            click.echo(f"  {m.quantity} = {m.value:,.4f} {m.unit}{spread} [{m.method}, "
+                       f"{m.where}] {m.detail}")
     from edgeprune.stages.check import exit_code
 
     return exit_code(result.checks, strict)

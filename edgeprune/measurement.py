@@ -26,6 +26,10 @@ class Measurement:
     # figures), and the checks that used it (set by the check stage).
     ran_on: str = ""
     used_by: tuple[str, ...] = ()
+    # An estimate's stated relative uncertainty (0.08 = ± 8 %): the spread of its model's
+    # leave-one-out errors on published figures (bench/estimator_loo.md); None where no such
+    # spread is established (measured figures, or a model with too few published anchors).
+    uncertainty: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -40,6 +44,9 @@ class CheckResult:
     passed: bool | None
     method: str | None
     rule: str
+    # The budget lies within the figure's stated uncertainty band: the verdict holds for the
+    # figure, but the real value may fall on either side. ``passed`` is unchanged by it.
+    marginal: bool = False
 
     @property
     def margin(self) -> float | None:

@@ -125,18 +125,33 @@ class Estimator:
     tpu_op_overhead_us: float | None = None  # per op mapped to the Edge TPU
     usb_mbps: float | None = None  # host link, MB/s: I/O tensors and streamed parameters
     param_cache_mib: float | None = None  # Edge TPU on-chip parameter cache usable by a model
+    # The latency model's stated uncertainty, in %: the spread of its leave-one-out errors on
+    # the family's published figures (bench/estimator_loo.py --write); absent: not established.
+    uncertainty_pct: float | None = None
+    # "<class>_<dtype>" figures a published anchor on this hardware sets; every other class's
+    # figure rests on an assumed ratio, and estimates say so (with the share of the latency it
+    # prices). Absent: the profile makes no such claim (e.g. bench/host-estimate.toml, where
+    # every class is fitted to micro-benchmarks).
+    anchored_classes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in (*_PER_DTYPE, "macs_per_cycle", "thread_speedup") or value is None:
+            if f.name in (*_PER_DTYPE, *_LISTS, "macs_per_cycle") or value is None:
                 continue
             (_positive if f.name in _RATES else _at_least)(f"estimator.{f.name}", value, 0)
-        if not isinstance(self.thread_speedup, tuple | list):
-            raise _Invalid(f"estimator.thread_speedup = {self.thread_speedup!r} must be a list")
-        object.__setattr__(self, "thread_speedup", tuple(self.thread_speedup))
+        for name in _LISTS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, tuple | list):
+                raise _Invalid(f"estimator.{name} = {value!r} must be a list")
+            object.__setattr__(self, name, tuple(value))
         for i, v in enumerate(self.thread_speedup):
             _positive(f"estimator.thread_speedup[{i}]", v)
+        allowed = [f"{c}_{d}" for c in (*OP_CLASSES, *OP_REFINEMENTS) for d in OP_DTYPES]
+        for key in self.anchored_classes or ():
+            _choice("estimator.anchored_classes entry", key, tuple(allowed))
         for name, low in _PER_DTYPE.items():
             table = getattr(self, name)
             if not isinstance(table, dict):
@@ -146,7 +161,6 @@ class Estimator:
                 _at_least(f"estimator.{name}.{key}", v, low)
         if not isinstance(self.macs_per_cycle, dict):
             raise _Invalid("estimator.macs_per_cycle must be a table of engines")
-        allowed = [f"{c}_{d}" for c in (*OP_CLASSES, *OP_REFINEMENTS) for d in OP_DTYPES]
         for engine, table in self.macs_per_cycle.items():
             _choice("estimator.macs_per_cycle engine", engine, ENGINES)
             if not isinstance(table, dict):
@@ -182,6 +196,7 @@ class Estimator:
 
 
 _PER_DTYPE = {"output_cost_macs": 0, "conv_channel_tile": 1}  # dtype tables, their minimum
+_LISTS = ("thread_speedup", "anchored_classes")
 _RATES = frozenset({"mem_gbps", "dram_gbps", "tpu_gmacs", "usb_mbps"})  # divisors: must be > 0
 
 

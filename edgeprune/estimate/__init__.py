@@ -55,13 +55,40 @@ def estimate_target(tflite: bytes, target: TargetProfile, name: str = "model.tfl
     graph = parse_tflite(tflite, name=name)
     est = fn(tflite, graph, target)
     measurements = []
+    extra = dict(est.extra)
     if est.latency_ms is not None:
         detail = est.detail + (f"; {len(est.flagged)} op(s) by the generic rule"
                                if est.flagged else "")
-        measurements.append(Measurement("latency_ms", round(est.latency_ms, 4), "ms",
-                                        "estimate", target.name, detail))
+        assumed = assumed_classes(est.per_op, target.estimator.anchored_classes)
+        if assumed:
+            extra["assumed_classes_ms"] = assumed
+            share = sum(assumed.values()) / est.latency_ms if est.latency_ms else 0.0
+            detail += (f"; {share:.0%} of it priced by op-class figures that rest on an "
+                       "assumption, not on a published figure for this hardware "
+                       f"({', '.join(assumed)})")
+        pct = target.estimator.uncertainty_pct
+        detail += (f"; stated uncertainty ± {pct:g} % (leave-one-out on published figures, "
+                   "bench/estimator_loo.md)" if pct else
+                   "; uncertainty not established (too few published figures to cross-validate"
+                   " this model, bench/estimator_loo.md)")
+        measurements.append(Measurement(
+            "latency_ms", round(est.latency_ms, 4), "ms", "estimate", target.name, detail,
+            uncertainty=pct / 100 if pct else None))
     if est.ram_bytes is not None:
         measurements.append(Measurement("ram_bytes", int(est.ram_bytes), "bytes", "estimate",
                                         target.name, est.ram_detail))
-    return TargetEstimate(measurements, [t.to_dict() for t in est.per_op], est.flagged,
-                          est.extra)
+    return TargetEstimate(measurements, [t.to_dict() for t in est.per_op], est.flagged, extra)
+
+
+def assumed_classes(per_op: list[OpTime], anchored: tuple[str, ...] | None
+                    ) -> dict[str, float]:
+    """Milliseconds by "<class>_<dtype>" for the CPU/MCU ops whose figure no published anchor
+    sets (empty when the profile makes no claim about its anchors)."""
+    out: dict[str, float] = {}
+    if anchored is None:
+        return out
+    for t in per_op:
+        key = f"{t.op_class}_{t.dtype}"
+        if t.op_class and t.device in ("cpu", "mcu") and key not in anchored:
+            out[key] = round(out.get(key, 0.0) + t.ms, 6)
+    return out

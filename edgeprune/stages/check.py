@@ -47,7 +47,18 @@ def _verdict(
     rule = _rule(fn)
     if m is None or value is None:
         return CheckResult(name, budget, None, unit, None, None, f"{rule} Not checked: {missing}")
-    return CheckResult(name, budget, value, unit, value <= budget, m.method, rule)
+    marginal = is_marginal(value, budget, m.uncertainty)
+    if marginal:
+        rule += (f" Marginal: the budget lies within the {m.method}'s stated uncertainty "
+                 f"(± {m.uncertainty * 100:.0f} %), so the real figure may fall either side.")
+    return CheckResult(name, budget, value, unit, value <= budget, m.method, rule, marginal)
+
+
+def is_marginal(value: float, budget: float, uncertainty: float | None) -> bool:
+    """True when ``budget`` lies inside value × (1 ± uncertainty)."""
+    if not uncertainty:
+        return False
+    return value * (1 - uncertainty) <= budget <= value * (1 + uncertainty)
 
 
 def check_latency(m: Measurement | None, target: TargetProfile) -> CheckResult:
@@ -101,6 +112,21 @@ def _device_note(check: CheckResult, why: str | None) -> CheckResult:
                                            f"{why}.")
 
 
+def _second_opinion(check: CheckResult, measurements: Sequence[Measurement],
+                    target: TargetProfile) -> CheckResult:
+    """Where QEMU's instruction count and the estimator both give the target's latency, name
+    the one the check did not use and how far the two disagree."""
+    ours = {m.method: m for m in measurements
+            if m.quantity == "latency_ms" and m.where == target.name}
+    if check.method not in ("qemu", "estimate") or not {"qemu", "estimate"} <= ours.keys():
+        return check
+    other = ours["estimate" if check.method == "qemu" else "qemu"]
+    gap = ours["estimate"].value / ours["qemu"].value - 1
+    return dataclasses.replace(check, rule=(
+        f"{check.rule} Second opinion: {other.method} {other.value:,.3f} ms; the estimate is "
+        f"{gap * 100:+.0f} % from QEMU's instruction-count figure."))
+
+
 def run(
     measurements: Sequence[Measurement], target: TargetProfile, baseline_accuracy: float | None,
     device_not_used: Mapping[str, str] | None = None,
@@ -111,9 +137,9 @@ def run(
     why = device_not_used or {}
     checks = []
     if b.latency_ms is not None:
-        checks.append(_device_note(
+        checks.append(_second_opinion(_device_note(
             check_latency(best(measurements, "latency_ms", target), target),
-            why.get("latency_ms")))
+            why.get("latency_ms")), measurements, target))
     if b.ram_kb is not None:
         checks.append(_device_note(check_ram(best(measurements, "ram_bytes", target), target),
                                    why.get("ram_bytes")))

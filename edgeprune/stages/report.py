@@ -98,8 +98,14 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def _mark(passed: bool | None) -> str:
-    return {True: "✓", False: "✗", None: "?"}[passed]
+def _mark(passed: bool | None, marginal: bool = False) -> str:
+    mark = {True: "✓", False: "✗", None: "?"}[passed]
+    return f"{mark} marginal" if marginal else mark
+
+
+def with_uncertainty(value: Any, uncertainty: float | None) -> str:
+    """A figure with its stated relative uncertainty, e.g. "12.300 ± 8 %"."""
+    return _fmt(value) + (f" ± {uncertainty * 100:.0f} %" if uncertainty else "")
 
 
 def verdict(report: dict[str, Any]) -> str:
@@ -111,6 +117,9 @@ def verdict(report: dict[str, Any]) -> str:
         text = f"no budget failed; not checked: {', '.join(unchecked)}"
     else:
         text = "PASS — every budget met"
+    marginal = [c["name"] for c in report["checks"] if c.get("marginal")]
+    if marginal:  # the verdict stands; the reader learns which ones a real run could flip
+        text += f" (marginal: {', '.join(marginal)}, within the estimate's uncertainty)"
     return text
 
 
@@ -132,8 +141,8 @@ def _comparison_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
 def _check_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
     return [
         (
-            _mark(c["passed"]), c["name"], _fmt(c["value"]), _fmt(c["budget"]), c["unit"],
-            c["method"] or "—", c["rule"],
+            _mark(c["passed"], c.get("marginal", False)), c["name"], _fmt(c["value"]),
+            _fmt(c["budget"]), c["unit"], c["method"] or "—", c["rule"],
         )
         for c in report["checks"]
     ]
@@ -145,8 +154,9 @@ MEASUREMENT_HEADER = ("quantity", "value", "unit", "method", "where", "ran on", 
 
 def _measurement_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
     return [
-        (m["quantity"], _fmt(m["value"]), m["unit"], m["method"], m["where"],
-         m.get("ran_on") or "—", ", ".join(m.get("used_by") or ()) or "—", m.get("detail", ""))
+        (m["quantity"], with_uncertainty(m["value"], m.get("uncertainty")), m["unit"],
+         m["method"], m["where"], m.get("ran_on") or "—",
+         ", ".join(m.get("used_by") or ()) or "—", m.get("detail", ""))
         for m in report["measurements"]
     ]
 

@@ -290,3 +290,14 @@ def test_dynamic_sizes_do_not_map_but_a_dynamic_batch_does(cnn_tflite):
     assert any("rejects" in n for n in dynamic.notes)
     # The every-op CNN's batch is -1 in the signature (Keras), and it still maps.
     assert _analyse(Path(cnn_tflite["int8"]).read_bytes()).ops_on_edgetpu > 0
+
+
+def test_streaming_fills_the_cache_in_order_and_overlaps_compute():
+    from edgeprune.estimate.edgetpu import tpu_op_ms
+
+    # 1 MAC/ns and 1 byte/µs: the cache (1000 B) holds the first op's 600 B and 400 B of the
+    # second's; the third streams all of its 600 B but computes for longer (1 s).
+    out = tpu_op_ms([(0, 600), (0, 600), (10**9, 600)], cache_bytes=1000, gmacs=1.0,
+                    op_overhead_us=10.0, usb_mbps=1.0)
+    assert [b for _, b in out] == [0, 200, 600]
+    assert [ms for ms, _ in out] == pytest.approx([0.01, 0.21, 1000.01])

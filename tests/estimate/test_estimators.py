@@ -241,3 +241,75 @@ def test_check_command_estimates_the_target(tiny_tflite):
     assert "Vela" in next(m["detail"] for m in u55["measurements"]
                           if m["quantity"] == "latency_ms")
     assert sorted(tiny_tflite.parent.iterdir()) == before  # nothing written beside the input
+
+
+def _latency(blob: bytes, target):
+    return next(m for m in estimate_target(blob, target).measurements
+                if m.quantity == "latency_ms")
+
+
+def test_estimates_name_the_classes_that_rest_on_an_assumed_ratio(cnn_tflite):
+    blob = Path(cnn_tflite["int8"]).read_bytes()
+    m4 = load_target("cortex-m4")
+    assert m4.estimator.anchored_classes == ("conv_int8",)
+    est = estimate_target(blob, m4)
+    assumed = est.extra["assumed_classes_ms"]
+    assert "conv_int8" not in assumed and {"depthwise_int8", "fc_int8"} <= assumed.keys()
+    share = sum(assumed.values()) / _latency(blob, m4).value
+    assert 0 < share < 1
+    assert f"{share:.0%} of it priced by op-class figures that rest on an assumption" in \
+        _latency(blob, m4).detail
+    # A profile that makes no claim about its anchors gets no such statement.
+    silent = dataclasses.replace(m4, estimator=dataclasses.replace(m4.estimator,
+                                                                   anchored_classes=None))
+    assert "assumed_classes_ms" not in estimate_target(blob, silent).extra
+
+
+def test_latency_estimates_carry_the_profiles_stated_uncertainty(cnn_tflite):
+    blob = Path(cnn_tflite["int8"]).read_bytes()
+    for name in ESTIMATED:
+        target = load_target(name)
+        m = _latency(blob, target)
+        pct = target.estimator.uncertainty_pct
+        if pct:
+            assert m.uncertainty == pytest.approx(pct / 100)
+            assert f"stated uncertainty ± {pct:g} %" in m.detail
+        else:
+            assert m.uncertainty is None and "uncertainty not established" in m.detail
+    stated = dataclasses.replace(load_target("cortex-m4"), estimator=dataclasses.replace(
+        load_target("cortex-m4").estimator, uncertainty_pct=12.0))
+    assert _latency(blob, stated).uncertainty == pytest.approx(0.12)
+
+
+def test_check_command_marks_a_budget_inside_the_uncertainty_marginal(tiny_tflite, tmp_path):
+    """coral-usb states a leave-one-out uncertainty: a budget 10 % above the estimate passes,
+    marked marginal, in the JSON and in the text; one far above it is a plain pass."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edgeprune.cli import main
+
+    target = load_target("coral-usb")
+    pct = target.estimator.uncertainty_pct
+    assert pct and pct > 10  # the band this test relies on (bench/estimator_loo.md)
+    estimate = _latency(tiny_tflite.read_bytes(), target).value
+
+    def latency_check(budget: float, *extra: str):
+        profile = tmp_path / f"coral-{budget:g}.toml"
+        profile.write_text(f'inherit = "coral-usb"\nname = "coral-b"\n[budgets]\n'
+                           f"latency_ms = {budget!r}\n")
+        r = CliRunner().invoke(main, ["check", str(tiny_tflite), "--target", str(profile),
+                                      *extra])
+        assert r.exit_code in (0, 1), r.output
+        return r.stdout
+
+    near = json.loads(latency_check(estimate * 1.1, "--json"))
+    check = {c["name"]: c for c in near["checks"]}["latency"]
+    assert (check["passed"], check["marginal"], check["method"]) == (True, True, "estimate")
+    measured = next(m for m in near["measurements"]
+                    if m["quantity"] == "latency_ms" and m["method"] == "estimate")
+    assert measured["uncertainty"] == pytest.approx(pct / 100)
+    assert "(estimate, marginal)" in latency_check(estimate * 1.1)
+    far = json.loads(latency_check(estimate * 10, "--json"))
+    assert {c["name"]: c for c in far["checks"]}["latency"]["marginal"] is False

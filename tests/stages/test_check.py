@@ -90,3 +90,44 @@ def test_exit_code_values_are_the_documented_contract():
     assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 130]
     assert BadInputError("x", "y", "z").exit_code == 2
     assert ToolError("x", "y", "z").exit_code == 3
+
+
+@pytest.mark.parametrize(("budget", "passed", "marginal"), [
+    (10.5, True, True),    # inside 10 ms ± 10 %: passes, but a real run could exceed it
+    (9.5, False, True),    # inside the band on the other side: fails, and says so
+    (11.5, True, False),   # outside the band: a clear pass
+    (8.5, False, False),
+])
+def test_a_budget_inside_the_estimates_uncertainty_is_marginal(budget, passed, marginal):
+    target = dataclasses.replace(RPI4, budgets=Budgets(latency_ms=budget))
+    m = dataclasses.replace(_m("latency_ms", 10.0), uncertainty=0.10)
+    c = check.check_latency(m, target)
+    assert (c.passed, c.marginal) == (passed, marginal)
+    assert ("Marginal" in c.rule) is marginal
+    assert c.to_dict()["marginal"] is marginal
+
+
+def test_a_figure_without_uncertainty_is_never_marginal():
+    target = dataclasses.replace(RPI4, budgets=Budgets(latency_ms=10.0))
+    assert check.check_latency(_m("latency_ms", 10.0), target).marginal is False
+
+
+def test_report_marks_a_marginal_check_and_keeps_its_verdict():
+    from edgeprune.stages import report
+
+    target = dataclasses.replace(RPI4, budgets=Budgets(latency_ms=10.5))
+    m = dataclasses.replace(_m("latency_ms", 10.0), uncertainty=0.10)
+    checks = check.run([m], target, None)
+    rep = {"checks": [c.to_dict() for c in checks], "measurements": [m.to_dict()]}
+    assert report.verdict(rep).startswith("PASS — every budget met (marginal: latency")
+    row = report._check_rows(rep)[0]
+    assert row[0] == "✓ marginal" and "Marginal" in row[-1]
+    assert report._measurement_rows(rep)[0][1] == "10.000 ± 10 %"
+
+
+def test_qemu_and_estimate_both_reported_with_their_disagreement():
+    target = dataclasses.replace(RPI4, budgets=Budgets(latency_ms=20.0))
+    figures = [_m("latency_ms", 12.0, "qemu"), _m("latency_ms", 9.0, "estimate")]
+    c = check.run(figures, target, None)[0]
+    assert c.method == "qemu"  # the better method still decides
+    assert "Second opinion: estimate 9.000 ms" in c.rule and "-25 %" in c.rule
