@@ -22,7 +22,8 @@ from edgeprune.resources import bundled_dir
 HARDWARE_KINDS = ("host", "cortex-a", "cortex-m", "edgetpu", "ethos-u")
 # What `uname -m` says on a Linux device; "" lets it follow from [hardware] cpu.
 ARCHES = ("", "aarch64", "armv7l", "armv6l", "x86_64", "riscv64")
-ENGINES = ("litert-xnnpack", "tflm-cmsis-nn", "tflm-reference", "edgetpu", "vela")
+ENGINES = ("litert-xnnpack", "tflm-cmsis-nn", "tflm-cmsis-nn-2022", "tflm-reference", "edgetpu",
+           "vela")
 # Op classes with a MACs-per-cycle figure in [estimator.macs_per_cycle.<engine>], keyed
 # "<class>_<dtype>" (see edgeprune/estimate/opclass.py for which ops fall in each class).
 # A latency model needs every core class; a refinement, when a profile gives it, prices its

@@ -4,7 +4,8 @@
     latency = cycles / clock
 
 E (MACs per cycle) depends on the kernel library the profile's ``runtime.engine`` names:
-``tflm-cmsis-nn`` (Arm's SIMD kernels) or ``tflm-reference`` (TFLM's portable C kernels,
+``tflm-cmsis-nn`` (Arm's SIMD kernels, the 2020 generation), ``tflm-cmsis-nn-2022`` (the
+2022 generation, faster kernels) or ``tflm-reference`` (TFLM's portable C kernels,
 several times slower). Ops that only move bytes (RESHAPE, CONCATENATION, PAD, …) cost a word
 per cycle. The numbers and their derivation are in the profile (``bench/calibrate_mcu.py``).
 
