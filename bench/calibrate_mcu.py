@@ -28,7 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import anchors
-from _common import cached, convert, keras, write_block
+import mlperf_tiny
+import numpy as np
+from _common import write_block
 
 from edgeprune.estimate.mcu import op_cycles
 from edgeprune.estimate.opclass import graph_work
@@ -57,35 +59,67 @@ REFERENCE_GAP_CHEAP = {"elementwise": 2.0, "pool": 2.0, "activation": 1.0, "conv
 M7_OVER_M4 = 5.01 / 3.42
 
 
-def ds_cnn():
-    """MLPerf Tiny KWS reference DS-CNN (49×10 MFCC input, 64 channels, 4 DS blocks)."""
-    k = keras()
-    L = k.layers
-    x = inp = k.Input((49, 10, 1), batch_size=1)
-    x = L.Conv2D(64, (10, 4), strides=(2, 2), padding="same", use_bias=False)(x)
-    x = L.ReLU()(L.BatchNormalization()(x))
-    for _ in range(4):
-        x = L.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
-        x = L.ReLU()(L.BatchNormalization()(x))
-        x = L.Conv2D(64, 1, use_bias=False)(x)
-        x = L.ReLU()(L.BatchNormalization()(x))
-    x = L.AveragePooling2D(pool_size=(25, 5))(x)
-    x = L.Dense(12)(L.Flatten()(x))
-    return k.Model(inp, L.Softmax()(x))
-
-
 def table(conv_rate: float, gap: float = 1.0, cheap: dict | None = None) -> dict[str, float]:
     cheap = cheap or {}
     return {f"{c}_int8": conv_rate * r / (cheap.get(c, gap)) for c, r in RELATIVE.items()}
 
 
 def model_cycles(blob: bytes, rates: dict[str, float]) -> float:
-    g = parse_tflite(blob, name="ds_cnn")
+    g = parse_tflite(blob, name="model")
     return sum(op_cycles(w, rates, OP_OVERHEAD_CYCLES)[0] for w in graph_work(g))
 
 
+# ---- tflm-cmsis-nn-2022: the later TFLM + CMSIS-NN generation (MLPerf Tiny v0.7, 2022) ----
+ENGINE_2022 = "tflm-cmsis-nn-2022"
+FC_SEPARATE_SHARE = 0.5  # an anchor with more FC MACs than this sets the FC rate by itself
+
+
+def parts(blob: bytes) -> tuple[float, float, float, float]:
+    """A network's cycles as a·u + b·v + o with u = 1/E[conv], v = 1/E[fc] (every other
+    class at its RELATIVE ratio to conv), and the FC share of its MACs: (a, b, o, share)."""
+    work = graph_work(parse_tflite(blob, name="model"))
+    huge = {k: 1e30 for k in table(1.0)}
+    fixed = sum(op_cycles(w, huge, OP_OVERHEAD_CYCLES)[0] for w in work)
+    a = sum(op_cycles(w, dict(table(1.0), fc_int8=1e30), OP_OVERHEAD_CYCLES)[0]
+            for w in work) - fixed
+    b = float(sum(w.macs for w in work if w.op_class == "fc"))
+    return a, b, fixed, b / max(sum(w.macs for w in work), 1)
+
+
+def fit_2022(rows: list[dict]) -> tuple[dict[str, float], str]:
+    """E per class for the 2022 engine, fitted to ``rows`` (anchors with model, ms, clock):
+    least squares on relative error, linear in u = 1/E[conv] and v = 1/E[fc]. The FC rate
+    is fitted apart only when an anchor's MACs are mostly FC; otherwise FC follows RELATIVE
+    (an assumption the result names)."""
+    terms = []
+    for r in rows:
+        a, b, o, share = parts(mlperf_tiny.int8(r["model"]))
+        terms.append((a, b, o, r["ms"] * 1e-3 * r["clock_mhz"] * 1e6, share))
+    separate = any(share > FC_SEPARATE_SHARE for *_, share in terms)
+    if separate:
+        m = np.array([[a / t, b / t] for a, b, o, t, _ in terms])
+    else:
+        m = np.array([[(a + b * RELATIVE["fc"]) / t] for a, b, o, t, _ in terms])
+    rhs = np.array([1 - o / t for a, b, o, t, _ in terms])
+    sol = np.linalg.lstsq(m, rhs, rcond=None)[0]
+    rates = table(1 / sol[0])
+    if separate:
+        rates["fc_int8"] = 1 / sol[1]
+    how = "conv level and FC rate fitted" if separate else (
+        "conv level fitted; no FC-dominated anchor, so FC at conv's rate (assumption)")
+    return rates, how
+
+
+def anchors_2022() -> list[dict]:
+    return [a for a in anchors.load("cortex-m", "anchor") if a["engine"] == ENGINE_2022]
+
+
+def cycles_2022(model: str, rates: dict[str, float]) -> float:
+    return model_cycles(mlperf_tiny.int8(model), rates)
+
+
 def main() -> None:
-    blob = cached("calib_ds_cnn_int8io", lambda: convert(ds_cnn(), "int8io"))
+    blob = mlperf_tiny.int8("ds_cnn")
     g = parse_tflite(blob, name="ds_cnn")
     print(f"DS-CNN: {g.total_macs:,} MACs, ops {[op.op_type for op in g.ops]}")
     by_class: dict[str, int] = {}
@@ -103,12 +137,19 @@ def main() -> None:
     ref = table(rate, REFERENCE_GAP, REFERENCE_GAP_CHEAP)
     print(f"fitted CMSIS-NN conv rate {rate:.4f} MACs/cycle "
           f"({model_cycles(blob, m4) / ANCHOR_MHZ / 1e3:.1f} ms at {ANCHOR_MHZ:g} MHz)")
+    rows = anchors_2022()
+    new, how = fit_2022(rows)
+    print(f"{ENGINE_2022}: {how}, fitted to {[r['id'] for r in rows]}")
+    for r in rows:
+        print(f"  {r['id']}: published {r['ms']:g} ms, fitted "
+              f"{cycles_2022(r['model'], new) / r['clock_mhz'] / 1e3:.2f} ms")
     for name, scale in (("cortex-m4", 1.0), ("cortex-m7", M7_OVER_M4)):
         # The M7 has no figure of its own: its conv rate is the M4 anchor's x CoreMark ratio.
         anchored = list(ANCHORED) if name == "cortex-m4" else []
         lines = [f"op_overhead_cycles = {OP_OVERHEAD_CYCLES / scale:.0f}",
                  f"anchored_classes = {anchored}".replace("'", '"')]
-        for engine, tab in (("tflm-cmsis-nn", m4), ("tflm-reference", ref)):
+        for engine, tab in (("tflm-cmsis-nn", m4), (ENGINE_2022, new),
+                            ("tflm-reference", ref)):
             lines.append(f"[estimator.macs_per_cycle.{engine}]")
             lines += [f"{k} = {v * scale:.4g}" for k, v in tab.items()]
         print(f"\n# ---- {name} ----\n" + "\n".join(lines))
