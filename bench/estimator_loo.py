@@ -220,15 +220,21 @@ NOTES = """\
   comments, bench/calibrate_*.py, docs/estimators.md) or one an installed package carries;
   nothing is guessed. Installed packages carry none: `ethos-u-vela` 5.2.0 documents its own
   static estimates only. Figures this work could not cite are missing rows, not guesses.
-- **Cortex-M (1 anchor of 4).** The only TFLite-Micro + CMSIS-NN figure on a Cortex-M is the
-  MLPerf Tiny v0.5 KWS row (STM32L4R5, 181.9 ms). Its VWW, IC and AD rows are the independent
-  validation set and are never fitted; X-CUBE-AI 10.2 (MLPerf Tiny v1.3, 43.4 ms) is another
-  runtime; ESP32-S3 figures are Xtensa, used only for the reference-kernel ratio. Leave-one-out
-  is therefore not computable, the class ratios (depthwise, FC, elementwise, pools) stay
-  assumptions (the estimates say so and how much of the latency they price), and no
-  later-generation engine (e.g. `tflm-cmsis-nn-2024`) is calibrated: there is no figure of one.
-  Missing: three or more TFLM + CMSIS-NN latencies on Cortex-M boards with clock and
-  TFLM/CMSIS-NN version (MLPerf Tiny v0.7–v1.3 submissions that use TFLM).
+- **Cortex-M (5 anchors; goal met on the 4 predicted).** Two engine generations. The shipped
+  `tflm-cmsis-nn` (TFLM v2.3.1 + CMSIS-NN, MLPerf Tiny v0.5 reference, STM32L4R5 @ 120 MHz)
+  has one figure, KWS 181.9 ms: it is not predictable, and the profiles using it state no
+  uncertainty; its VWW, IC and AD rows are the independent validation set and never fitted.
+  `tflm-cmsis-nn-2022` is fitted to MLPerf Tiny v0.7's Renesas EK-RA6M4 (Cortex-M33 @ 200 MHz,
+  tflite-micro + CMSIS; KWS, VWW, IC, AD), each predicted above from the other three. These
+  four are one board, one submitter and one software build: they test the per-network
+  transfer (class mix, FC vs conv), not board-to-board or build-to-build spread; the M33 is
+  priced at M4 rates (an assumption no figure here tests). Without the FC-only anomaly
+  detector the FC rate falls back to conv's (+8.8 %); with it FC runs at 1.09x conv's per-MAC
+  rate in this generation — the 2020 engine's "FC as conv" stays an assumption. Not used:
+  X-CUBE-AI 10.2 (MLPerf Tiny v1.3, 43.4 ms: ST's runtime), ESP32-S3 (Xtensa: ratio only),
+  and the MLPerf Tiny submissions found through v1.3 that run other runtimes (X-CUBE-AI,
+  microTVM, Plumerai, Bosch HALE, ONNC). Missing: more TFLM + CMSIS-NN figures of other
+  boards and builds, and a second 2020-generation figure.
 - **Cortex-A (2 anchors of 4).** The XNNPACK README's MobileNet v1 rows (Pi 4, 4 threads:
   fp32 77 ms, int8 24 ms) each set their dtype's level, so leaving one out leaves its level
   unset; the table predicts it from the other dtype with this machine's fp32/int8 speed ratio,
@@ -237,8 +243,12 @@ NOTES = """\
   errors above measure that missing anchor, not the model. The armv7 rows of the same
   table describe a 32-bit OS no profile models; the EfficientDet-Lite0 tables
   (NobuoTsukamoto/benchmarks, TFLite 2.18) set the thread speed-up and the Pi 5 / Pi 4 ratio but
-  cannot be anchors: the network is not rebuilt here. Missing: two or more other networks on a
-  Pi 4 or Pi 5 with XNNPACK, thread count and runtime version.
+  cannot be anchors: the network is not rebuilt here. The README's February 2020 table
+  (MobileNet v3 Large 41 ms, Small 14 ms, fp32, 4 threads, 32-bit Raspbian Buster) is
+  recorded as unused: another OS and XNNPACK generation, and no engine of that generation
+  exists to take it (its MobileNet v2 row is validation, not recorded). Missing: two or more
+  other networks on a 64-bit Pi 4 or a Pi 5 with XNNPACK, thread count and runtime version,
+  or a `litert-xnnpack-2020` engine fitted to the 2020 table.
 - **Edge TPU (8 anchors; goal not met).** Two anchors drive the error. Inception-ResNet-V2
   (57 ms) cannot be matched by any form tried: streaming its 46 MiB of parameters beyond the
   cache at the rate the VGGs imply (~600 MB/s) alone takes longer than its published total, so
