@@ -137,13 +137,15 @@ def test_connection_cut_mid_upload_keeps_the_old_model(server, tmp_path, monkeyp
     cut: dict[str, int] = {}
     real_put = paramiko.SFTPClient.put
 
-    def put_cut_after_2mib(self, localpath, remotepath, callback=None, confirm=True):
+    # paramiko counts a chunk as sent once it is queued: up to its 2 MiB channel window may not
+    # have reached the device yet, so the cut waits for 8 MiB to be sure some bytes landed.
+    def put_cut_after_8mib(self, localpath, remotepath, callback=None, confirm=True):
         def progress(sent: int, total: int) -> None:  # paramiko calls this after each chunk
-            if sent >= 2 * MiB and not cut:
+            if sent >= 8 * MiB and not cut:
                 cut["sent"], cut["pids"] = sent, len(kill_sessions(server))
         return real_put(self, localpath, remotepath, progress, confirm)
 
-    monkeypatch.setattr(paramiko.SFTPClient, "put", put_cut_after_2mib)
+    monkeypatch.setattr(paramiko.SFTPClient, "put", put_cut_after_8mib)
     result = _cli(server, v2, remote)
     assert cut.get("pids") and cut["sent"] < size
     assert_clear_failure(result, server, "connection to the device was lost",
