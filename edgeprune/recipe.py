@@ -279,7 +279,6 @@ def resolve_recipe(
     return Recipe(**values)
 
 
-
 def resolve_for_build(
     target_defaults: dict[str, Any], target_source: str, recipe_file: Path | None,
     cli: dict[str, Any], *, has_train: bool,

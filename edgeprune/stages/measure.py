@@ -205,14 +205,14 @@ def on_target(
     (``device_not_used``: per quantity, why the device's figure is not the target's)."""
     measurements: list[Measurement] = []
     details: dict[str, Any] = {}
+    if opts.device is not None:
+        details["device"] = opts.device
     if opts.device is not None and opts.device.startswith("serial:"):
         from edgeprune.runners.serial_device import measure_over_serial
 
         measurements += measure_over_serial(tflite, target, opts.device)
-        details["device"] = opts.device
     elif opts.device is not None:
         measurements, not_used = device_figures(tflite, target, opts, samples[0], artifacts_dir)
-        details["device"] = opts.device
         if not_used:
             details["device_not_used"] = not_used
     if opts.emulate:
