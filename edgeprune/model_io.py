@@ -319,7 +319,8 @@ def _load_tf_keras(path: Path, trust_model: bool) -> Any:
     try:
         # The scope makes Keras refuse Lambda bytecode in .h5 and SavedModel files as well.
         with SafeModeScope(not trust_model):
-            model = keras.models.load_model(str(path), compile=False, safe_mode=not trust_model)
+            model = keras.models.load_model(str(path), compile=False, safe_mode=not trust_model,
+                                            custom_objects=_application_layers())
     except Exception as exc:
         raise ModelLoadError(
             what, f"cannot be loaded by Keras ({_first_line(exc)})", _fix(exc)
@@ -332,6 +333,16 @@ def _load_tf_keras(path: Path, trust_model: bool) -> Any:
             "Export it from Keras with model.save('model.keras')",
         )
     return model
+
+
+def _application_layers() -> dict[str, type]:
+    """Layers tf_keras' applications define in their own modules without registering them, so
+    tf_keras cannot reload its own ConvNeXt from a .keras file ("'str' object is not callable").
+    They are Keras' code, and the safety check has already allowed them by exact class."""
+    from tf_keras.src.applications import convnext, inception_resnet_v2
+
+    return {"LayerScale": convnext.LayerScale, "StochasticDepth": convnext.StochasticDepth,
+            "CustomScaleLayer": inception_resnet_v2.CustomScaleLayer}
 
 
 def _check_input_shape(shape: tuple[Any, ...], what: str) -> None:

@@ -99,6 +99,56 @@ def test_a_mistranslation_is_refused_not_warned(files):
         bridge.verify(model, x, "val.npz")
 
 
+def _amplifier(path: Path) -> Path:
+    """A Keras 3 model whose outputs reach ~4e7: 1×1 convolutions with gain 4, each followed by
+    BatchNormalization, which Keras 3 and tf_keras (fused) round differently."""
+    keras = _tf.keras3()
+    rng = np.random.default_rng(0)
+    inp = keras.Input((4, 4, 16))
+    x = inp
+    for _ in range(10):
+        x = keras.layers.BatchNormalization()(keras.layers.Conv2D(16, 1, use_bias=False)(x))
+    model = keras.Model(inp, x)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            q = np.linalg.qr(rng.normal(size=(16, 16)))[0]
+            layer.set_weights([(4 * q).reshape(1, 1, 16, 16)])
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([rng.uniform(0.5, 2, 16), rng.normal(size=16),
+                               rng.normal(size=16), rng.uniform(0.5, 2, 16)])
+    model.save(path)
+    return path
+
+
+def test_amplified_rounding_is_judged_in_float64(tmp_path):
+    model = model_io.load_model(_amplifier(tmp_path / "amp.keras"))
+    x = np.random.default_rng(1).normal(size=(16, 4, 4, 16)).astype(np.float32)
+    check = bridge.verify(model, x, "noise")
+    assert check["max_abs_diff"] > bridge.MAX_DIFF  # float32 alone would refuse it
+    assert check["max_abs_diff_float64"] <= 1e-6
+    conv = model.layers[-2]  # a wrong translation still shows in float64
+    conv.set_weights([conv.get_weights()[0] * 1.001])
+    with pytest.raises(ModelLoadError, match=r"differs .* computed in float64"):
+        bridge.verify(model, x, "noise")
+
+
+def test_tf_keras_application_layers_reload(tmp_path):
+    """tf_keras' own load_model cannot rebuild the layers its ConvNeXt defines without
+    registering them ("'str' object is not callable"); edgeprune hands them over."""
+    keras = _tf.keras()
+    from tf_keras.src.applications.convnext import LayerScale
+
+    inp = keras.Input((8, 8, 4))
+    x = keras.layers.Conv2D(4, 1)(inp)
+    model = keras.Model(inp, keras.layers.Add()([inp, LayerScale(0.5, 4)(x)]))
+    model.save(tmp_path / "scale.keras")
+    with pytest.raises(TypeError, match="not callable"):  # the tf_keras defect this works around
+        keras.models.load_model(tmp_path / "scale.keras", compile=False)
+    loaded = model_io.load_model(tmp_path / "scale.keras")
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 4)).astype(np.float32)
+    np.testing.assert_array_equal(loaded(x), model(x))
+
+
 # --- bad input ------------------------------------------------------------------------------
 def _refused(model: Path, tmp_path: Path, *extra: str) -> str:
     code, output, _ = _build(model, tmp_path / "out", "--epochs", "0", *extra)

@@ -359,6 +359,9 @@ def _model_notes(model_in: dict[str, Any] | None, model_out: dict[str, Any]) -> 
         notes.append(f"Keras {model_in['keras_version']} model, rebuilt in tf_keras for pruning: "
                      f"outputs agree to {model_in['max_abs_diff']:.2g} on {model_in['samples']} "
                      f"samples of {model_in['samples_from']}")
+        if "max_abs_diff_float64" in model_in:
+            notes.append("the model amplifies float32 rounding to that size; computed in "
+                         f"float64 the two agree to {model_in['max_abs_diff_float64']:.2g}")
     if model_out["file"] is None:
         notes.append(f"no model.keras: {model_out['why']}")
     else:

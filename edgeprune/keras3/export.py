@@ -48,11 +48,12 @@ def save_like_input(model: Any, loaded: Any, path: Path,
                         "Report this with the build's report.json")
     info.update(flavour="keras3", keras_version=org.keras_version)
     if samples is not None:
-        diff = bridge.max_diff(model, twin, np.asarray(samples[:16], np.float32))
-        info["max_abs_diff"] = diff
-        if not diff <= bridge.MAX_DIFF:
+        found = bridge.agreement(model, twin, np.asarray(samples[:16], np.float32))
+        info.update(found)
+        if not bridge.agrees(found):
             raise ToolError("model.keras", f"the Keras 3 model differs from the pruned model by "
-                            f"up to {diff:.3g} (tolerance {bridge.MAX_DIFF:g})",
+                            f"up to {found['max_abs_diff']:.3g}{bridge.in_float64(found)} "
+                            f"(tolerance {bridge.MAX_DIFF:g})",
                             "Report this with the build's report.json")
     _save_reproducibly(twin, path)
     return info
