@@ -28,6 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import anchors
 import calibrate_cortex_a as cortex_a
+import calibrate_cortex_a_ruy as ruy
 import calibrate_edgetpu as edgetpu
 import calibrate_mcu as mcu
 from _common import write_block
@@ -81,6 +82,8 @@ def loo_cortex_a() -> list[dict[str, Any]]:
     blobs = cortex_a.blobs_by_dtype()
     out = []
     for a in anchors.load("cortex-a", "anchor"):
+        if a["engine"] != "litert-xnnpack":
+            continue
         rest = {d: ms for d, ms in cortex_a.PUBLISHED.items() if d != a["dtype"]}
         k = cortex_a.fit_levels(blobs, rest)
         predicted = cortex_a.latency(blobs[a["dtype"]], cortex_a.pi4(k))
@@ -88,6 +91,23 @@ def loo_cortex_a() -> list[dict[str, Any]]:
             f"level of {a['dtype']} taken from the {'/'.join(rest)} anchor with this machine's "
             "fp32/int8 speed ratio: each dtype has one anchor, so without it its level is "
             "unset")))
+    return out
+
+
+def loo_cortex_a_ruy() -> list[dict[str, Any]]:
+    """The litert-ruy-2021 engine's anchors (Krai, MLPerf Inference v1.0, Pi 4), each from a
+    fit to the others; its held-out figure from the fit to all."""
+    base, cases, out = ruy.base_table(), ruy.cases_all(), []
+    for i, c in enumerate(cases):
+        rates, how = ruy.fit(cases[:i] + cases[i + 1:], base)
+        out.append(row(c.row, ruy.latency_ms(c, rates),
+                       f"{ruy.ENGINE} fitted to the other {len(cases) - 1} Krai Pi 4 figures: "
+                       f"{how}"))
+    full, _ = ruy.fit(cases, base)
+    for c in ruy.cases_all("held-out"):
+        out.append(row(c.row, ruy.latency_ms(c, full),
+                       f"held out: the fit to all {len(cases)} {ruy.ENGINE} anchors, never to "
+                       "this figure"))
     return out
 
 
@@ -109,10 +129,11 @@ def loo_cortex_m() -> list[dict[str, Any]]:
     return out
 
 
-def summary(family: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def summary(family: str, rows: list[dict[str, Any]], engine: str = "") -> dict[str, Any]:
     errs = [abs(r["error"]) for r in rows if r["role"] == "anchor" and r["error"] is not None]
     n = sum(r["role"] == "anchor" for r in rows)
-    s: dict[str, Any] = {"family": family, "anchors": n, "predicted": len(errs)}
+    s: dict[str, Any] = {"family": family, "engine": engine, "anchors": n,
+                         "predicted": len(errs)}
     if errs:
         s |= {"mape": sum(errs) / len(errs), "max": max(errs),
               "rms": math.sqrt(sum(e * e for e in errs) / len(errs))}
@@ -138,34 +159,46 @@ def summary(family: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> None:
-    rows = loo_cortex_a() + loo_cortex_m() + loo_edgetpu()
+    rows = loo_cortex_a() + loo_cortex_a_ruy() + loo_cortex_m() + loo_edgetpu()
     sums = [summary(f, [r for r in rows if r["family"] == f]) for f in anchors.FAMILIES]
+    engines = engine_summaries(rows)
     forms = edgetpu_forms()
     RESULTS.write_text(json.dumps({"command": COMMAND, "rows": rows, "families": sums,
-                                   "edgetpu_forms": forms}, indent=1) + "\n")
-    write_report(rows, sums, forms)
-    for s in sums:
+                                   "engines": engines, "edgetpu_forms": forms},
+                                  indent=1) + "\n")
+    write_report(rows, sums, engines, forms)
+    for s in sums + engines:
         print(s)
     if "--write" in sys.argv:
-        write_profiles(sums, rows)
+        write_profiles(engines)
 
 
-def write_profiles(sums: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
+def engine_summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The summary per (family, engine): a profile's uncertainty is its engine's."""
+    keys = dict.fromkeys((r["family"], r["engine"]) for r in rows if r["role"] == "anchor")
+    return [summary(f, [r for r in rows if (r["family"], r["engine"]) == (f, e)], e)
+            for f, e in keys]
+
+
+def write_profiles(engines: list[dict[str, Any]]) -> None:
     from edgeprune.targets import load_target
 
-    for s in sums:
-        for name in PROFILES[s["family"]]:
+    for family, names in PROFILES.items():
+        for name in names:
             engine = load_target(str(TARGETS / f"{name}.toml")).runtime.engine
-            n = sum(r["family"] == s["family"] and r["engine"] == engine
-                    and r["error"] is not None for r in rows)
-            pct = s["uncertainty_pct"]
-            if pct and n >= GOAL_N:
-                text = f"uncertainty_pct = {pct}"
-            elif pct:  # the family's residuals are another engine's, not this profile's
+            mine = next((s for s in engines if (s["family"], s["engine"]) == (family, engine)),
+                        None)
+            others = [f"{s['engine']}'s ± {s['uncertainty_pct']} %" for s in engines
+                      if s["family"] == family and s is not mine and s["uncertainty_pct"]]
+            if mine and mine["uncertainty_pct"]:
+                text = f"uncertainty_pct = {mine['uncertainty_pct']}"
+            elif others:  # the family's residuals are other engines', not this profile's
+                n = mine["predicted"] if mine else 0
                 text = (f"# not established for engine {engine}: {n} predicted anchor(s); "
-                        f"the family's ± {pct} % is other engines' (bench/estimator_loo.md)")
+                        f"{', '.join(others)} is another engine's (bench/estimator_loo.md)")
             else:
-                text = f"# not established: {s['anchors']} anchor(s), fewer than {GOAL_N}"
+                n = mine["anchors"] if mine else 0
+                text = f"# not established: {n} anchor(s), fewer than {GOAL_N}"
             write_block(TARGETS / f"{name}.toml", TAG, text)
 
 
@@ -173,8 +206,15 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{x * 100:+.1f} %"
 
 
+def _summary_line(s: dict[str, Any], first: str) -> str:
+    unc = f"± {s['uncertainty_pct']} %" if s["uncertainty_pct"] else "not established"
+    return (f"| {first} | {s['anchors']} | {s['predicted']} | "
+            f"{_pct(s.get('mape')).lstrip('+')} | {_pct(s.get('max')).lstrip('+')} | "
+            f"{_pct(s.get('rms')).lstrip('+')} → {unc} | {s['short']} |")
+
+
 def write_report(rows: list[dict[str, Any]], sums: list[dict[str, Any]],
-                 forms: list[dict[str, Any]]) -> None:
+                 engines: list[dict[str, Any]], forms: list[dict[str, Any]]) -> None:
     lines = [
         "# Leave-one-out validation of the latency estimators on published figures",
         "",
@@ -187,12 +227,12 @@ def write_report(rows: list[dict[str, Any]], sums: list[dict[str, Any]],
         "goal |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
-    for s in sums:
-        unc = f"± {s['uncertainty_pct']} %" if s["uncertainty_pct"] else "not established"
-        lines.append(
-            f"| {s['family']} | {s['anchors']} | {s['predicted']} | "
-            f"{_pct(s.get('mape')).lstrip('+')} | {_pct(s.get('max')).lstrip('+')} | "
-            f"{_pct(s.get('rms')).lstrip('+')} → {unc} | {s['short']} |")
+    lines += [_summary_line(s, s["family"]) for s in sums]
+    lines += ["", "By engine (a profile states its engine's uncertainty; the engines of a family "
+              "are calibrated on different figures):", "",
+              "| family / engine | anchors | predicted | LOO MAPE | largest | RMS → stated "
+              "uncertainty | goal |", "|---|---:|---:|---:|---:|---:|---|"]
+    lines += [_summary_line(s, f"{s['family']} / {s['engine']}") for s in engines]
     lines += ["", "| family | anchor | role | published ms | predicted ms | error | how |",
               "|---|---|---|---:|---:|---:|---|"]
     for r in rows:

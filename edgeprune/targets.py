@@ -22,8 +22,11 @@ from edgeprune.resources import bundled_dir
 HARDWARE_KINDS = ("host", "cortex-a", "cortex-m", "edgetpu", "ethos-u")
 # What `uname -m` says on a Linux device; "" lets it follow from [hardware] cpu.
 ARCHES = ("", "aarch64", "armv7l", "armv6l", "x86_64", "riscv64")
-ENGINES = ("litert-xnnpack", "tflm-cmsis-nn", "tflm-cmsis-nn-2022", "tflm-reference", "edgetpu",
-           "vela")
+ENGINES = ("litert-xnnpack", "litert-ruy-2021", "tflm-cmsis-nn", "tflm-cmsis-nn-2022",
+           "tflm-reference", "edgetpu", "vela")
+# The engines a Cortex-A profile can run (its [estimator.macs_per_cycle.<engine>] prices the
+# ops): LiteRT + XNNPACK, or TFLite 2.4's default CPU kernels (ruy GEMM, no XNNPACK).
+CPU_ENGINES = ("litert-xnnpack", "litert-ruy-2021")
 # Op classes with a MACs-per-cycle figure in [estimator.macs_per_cycle.<engine>], keyed
 # "<class>_<dtype>" (see edgeprune/estimate/opclass.py for which ops fall in each class).
 # A latency model needs every core class; a refinement, when a profile gives it, prices its
@@ -172,9 +175,10 @@ class Estimator:
 
     def required_keys(self, kind: str, engine: str) -> list[str]:
         """Keys the latency/RAM model of ``kind``/``engine`` needs (dotted, as in the TOML)."""
-        cpu = "litert-xnnpack"
+        cpu = "litert-xnnpack"  # the Edge TPU's host CPU
         if kind == "cortex-a":
-            return [*_table_keys(cpu, OP_DTYPES), "mem_gbps", "dram_gbps", "cache_kb",
+            table = engine if engine in CPU_ENGINES else cpu
+            return [*_table_keys(table, OP_DTYPES), "mem_gbps", "dram_gbps", "cache_kb",
                     "op_overhead_us", "invoke_overhead_us", "thread_speedup", "runtime_rss_kb"]
         if kind == "cortex-m":  # float32 figures are optional: float ops are then flagged
             return [*_table_keys(engine, ("int8",)), "op_overhead_cycles"]

@@ -1,5 +1,9 @@
 """Cortex-A (and any CPU) running LiteRT + XNNPACK: a per-op roofline with overheads.
 
+The per-class rates E are the profile's ``[estimator.macs_per_cycle.<runtime.engine>]``:
+``litert-xnnpack``, or ``litert-ruy-2021`` (TFLite 2.4's default kernels: ruy GEMM, no
+XNNPACK); a profile whose engine is not a CPU engine (the Edge TPU's host) uses XNNPACK's.
+
 For each op, on one core::
 
     work = max((MACs' + c[dtype] × outputs) / (E[class, dtype] × clock),
@@ -48,7 +52,7 @@ from edgeprune.estimate.opclass import (
     graph_work,
 )
 from edgeprune.estimate.result import Estimate, OpTime, register_estimator
-from edgeprune.targets import Estimator, TargetProfile
+from edgeprune.targets import CPU_ENGINES, Estimator, TargetProfile
 from edgeprune.tflite.graph import TfliteGraph
 from edgeprune.tflite.planner import plan_arena
 
@@ -81,7 +85,7 @@ class CpuParams:
         # never buys more on a memory-bound board.
         speedup = curve[min(threads, len(curve)) - 1]
         return cls(
-            efficiency=dict(est.macs_per_cycle.get(ENGINE, {})),
+            efficiency=dict(est.macs_per_cycle.get(cpu_engine(target), {})),
             output_cost=dict(est.output_cost_macs),
             channel_tile=dict(est.conv_channel_tile),
             clock_hz=target.hardware.clock_mhz * 1e6,
@@ -94,6 +98,12 @@ class CpuParams:
             cache_bytes=float(est.cache_kb or 0) * 1024,
             gemm_overhead_s=float(est.gemm_overhead_us or 0) * 1e-6,
         )
+
+
+def cpu_engine(target: TargetProfile) -> str:
+    """The engine whose rates price ``target``'s CPU ops."""
+    engine = target.runtime.engine
+    return engine if engine in CPU_ENGINES else ENGINE
 
 
 def _estimator(target: TargetProfile) -> Estimator:
@@ -188,6 +198,7 @@ def estimate_cortex_a(tflite: bytes, graph: TfliteGraph, target: TargetProfile) 
         f"{p.mem_bytes_per_s / 1e9:g} GB/s, weights beyond {p.cache_bytes / 2**20:g} MiB of "
         f"cache at {p.dram_bytes_per_s / 1e9:g} GB/s)/S + {p.op_overhead_s * 1e6:g} µs/op + "
         f"{p.invoke_overhead_s * 1e6:g} µs; S={p.speedup:g} at {p.threads} thread(s); "
+        f"E of {cpu_engine(target)}; "
         f"parameters from {target.source or target.name} [estimator]"
     )
     return Estimate(total_ms, times, flagged_ops(graph, times), detail, ram, ram_detail)
