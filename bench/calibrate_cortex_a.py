@@ -9,7 +9,8 @@ Derivation (what the printed [estimator] blocks say in targets/*.toml):
    speed does not.
 2. The absolute level per dtype is set so that keras.applications.MobileNet (alpha 1.0,
    224×224, weights=None, batch 1) estimates exactly the published Raspberry Pi 4 figures:
-   XNNPACK end-to-end, aarch64, 4 threads: fp32 77 ms, int8 24 ms (google/XNNPACK README).
+   XNNPACK end-to-end, ARM64 column, thread count not stated (4 assumed): fp32 77 ms,
+   int8 24 ms (google/XNNPACK README).
 3. Threads: S = the measured EfficientDet-Lite0 fp32 curve on each board (NobuoTsukamoto/
    benchmarks, TFLite 2.18): Pi 4 328.7/210.2/182.0/175.8 ms, Pi 5 104.0/72.9/64.3/62.2 ms.
 4. Pi 5 (Cortex-A76 @ 2.4 GHz) per-cycle rates = Pi 4's × (328.7/104.0)/(2400/1500) = 1.98,

@@ -46,7 +46,7 @@ from scipy.optimize import least_squares
 
 from edgeprune.estimate.cpu import CpuParams, op_seconds, with_graph
 from edgeprune.estimate.opclass import OpWork, graph_work
-from edgeprune.targets import OP_DTYPES, Runtime, TargetProfile, load_target
+from edgeprune.targets import OP_DTYPES, TargetProfile, load_target
 from edgeprune.tflite.graph import parse_tflite
 
 TARGETS = Path(__file__).resolve().parent.parent / "targets"
@@ -97,31 +97,48 @@ def table(base: dict[str, float], k: dict[tuple[str, str], float]) -> dict[str, 
     return out
 
 
-def latency_ms(c: Case, rates: dict[str, float]) -> float:
-    p = dataclasses.replace(c.params, efficiency=rates)
+@dataclasses.dataclass(frozen=True)
+class Fit:
+    rates: dict[str, float]  # the engine's macs_per_cycle table
+    gemm_us: dict[str, float]  # dtype -> µs per conv/depthwise/FC op (where fitted)
+    how: str = ""
+
+
+def latency_ms(c: Case, f: Fit) -> float:
+    p = dataclasses.replace(c.params, efficiency=f.rates, gemm_overhead_by_dtype={
+        d: us * 1e-6 for d, us in f.gemm_us.items()})
     return (p.invoke_overhead_s + sum(op_seconds(w, p)[0] for w in c.works)) * 1e3
 
 
-def fit(cases: list[Case], base: dict[str, float]) -> tuple[dict[str, float], str]:
-    """The ruy table fitted to ``cases`` (least squares on relative error, log scales)."""
-    keys = []
+def fit(cases: list[Case], base: dict[str, float], base_gemm_us: float) -> Fit:
+    """The engine fitted to ``cases``: least squares on relative error over log scales (and a
+    per-GEMM-op overhead per dtype, in log µs, where a dtype has enough anchors)."""
+    keys: list[tuple[str, str]] = []
+    overheads: list[str] = []
     for d in OP_DTYPES:
         n = sum(c.row["dtype"] == d for c in cases)
         keys += [("conv", d), ("depthwise", d)][: min(n, len(GROUPS))]
+        if n > len(GROUPS):
+            overheads.append(d)
+
+    def unpack(x: np.ndarray) -> Fit:
+        gemm = dict(zip(overheads, np.exp(x[len(keys):]), strict=True))
+        return Fit(table(base, scales_of(x[: len(keys)], keys)), gemm)
 
     def residuals(x: np.ndarray) -> np.ndarray:
-        rates = table(base, scales_of(x, keys))
-        return np.array([latency_ms(c, rates) / c.row["ms"] - 1 for c in cases])
+        f = unpack(x)
+        return np.array([latency_ms(c, f) / c.row["ms"] - 1 for c in cases])
 
-    sol = least_squares(residuals, np.zeros(len(keys)), x_scale=1.0)
-    k = scales_of(sol.x, keys)
+    x0 = np.concatenate([np.zeros(len(keys)), np.full(len(overheads), np.log(base_gemm_us))])
+    f = unpack(least_squares(residuals, x0).x)
     fitted = sorted({f"{g}_{d}" for g, d in keys})
-    how = (f"{', '.join(fitted)} fitted to {len(cases)} anchors" if fitted else "nothing fitted")
+    how = f"{', '.join(fitted)}" + "".join(f", GEMM overhead {d}" for d in overheads)
+    how += f" fitted to {len(cases)} anchors"
     tied = [f"{g}_{d}" for g in GROUPS for d in OP_DTYPES
             if (g, d) not in keys and any(c.row["dtype"] == d for c in cases)]
     if tied:
         how += f"; {', '.join(tied)} tied to conv (one anchor of that dtype)"
-    return table(base, k), how
+    return dataclasses.replace(f, how=how)
 
 
 def cases_all(role: str = "anchor") -> list[Case]:
@@ -129,35 +146,41 @@ def cases_all(role: str = "anchor") -> list[Case]:
     return [case(r, target) for r in anchors_ruy(role)]
 
 
-def base_table() -> dict[str, float]:
+def base_table() -> tuple[dict[str, float], float]:
+    """rpi4's litert-xnnpack figures and GEMM overhead (µs): where the fit starts."""
     est = rpi4().estimator
     assert est is not None
-    return dict(est.macs_per_cycle[BASE])
+    return dict(est.macs_per_cycle[BASE]), float(est.gemm_overhead_us or 0)
 
 
-def block(rates: dict[str, float], base: dict[str, float], n: dict[str, int]) -> str:
-    lines = [f"[estimator.macs_per_cycle.{ENGINE}]"]
-    for key in sorted(rates):
+def block(f: Fit, n: dict[str, int]) -> str:
+    lines = [f"[estimator.gemm_overhead_us_by_engine.{ENGINE}]"]
+    lines += [f"{d} = {us:.4g}  # fitted: {n[d]} Krai MLPerf v1.0 Pi 4 {d} anchors "
+              "(bench/anchors.toml)" for d, us in sorted(f.gemm_us.items())]
+    lines.append(f"[estimator.macs_per_cycle.{ENGINE}]")
+    for key in sorted(f.rates):
         cls, dtype = key.rsplit("_", 1)
-        fitted = any(cls in classes for classes in GROUPS.values())
-        why = (f"fitted: {n[dtype]} Krai MLPerf v1.0 Pi 4 {dtype} anchors (bench/anchors.toml)"
-               if fitted and n.get(dtype) else f"= {BASE}'s (assumption)")
-        if cls == "fc" and n.get(dtype):
+        why = f"= {BASE}'s (assumption)"
+        if n.get(dtype) and cls in ("conv", "depthwise"):
+            why = f"fitted: {n[dtype]} Krai MLPerf v1.0 Pi 4 {dtype} anchors (bench/anchors.toml)"
+        elif n.get(dtype) and cls == "fc":
             why = "conv's scale (assumption: both ruy GEMMs)"
-        lines.append(f"{key} = {rates[key]:.4g}  # {why}")
+        lines.append(f"{key} = {f.rates[key]:.4g}  # {why}")
     return "\n".join(lines)
 
 
 def main() -> None:
-    base = base_table()
+    base, base_gemm = base_table()
     cases = cases_all()
-    rates, how = fit(cases, base)
-    print(f"{ENGINE}: {how}")
+    f = fit(cases, base, base_gemm)
+    print(f"{ENGINE}: {f.how}")
     for key in ("conv_float32", "depthwise_float32", "conv_int8", "depthwise_int8"):
-        print(f"  {key}: {rates[key]:.4g} MACs/cycle ({rates[key] / base[key]:.3f} x {BASE})")
+        print(f"  {key}: {f.rates[key]:.4g} MACs/cycle ({f.rates[key] / base[key]:.3f} x {BASE})")
+    for d, us in f.gemm_us.items():
+        print(f"  GEMM overhead {d}: {us:.4g} µs per conv/depthwise/FC op ({BASE}: {base_gemm:g})")
     errs = []
     for c in cases:
-        ms = latency_ms(c, rates)
+        ms = latency_ms(c, f)
         errs.append(ms / c.row["ms"] - 1)
         print(f"  {c.row['id']}: published {c.row['ms']:g} ms, fitted {ms:.2f} ms "
               f"({errs[-1]:+.1%})")
@@ -165,16 +188,11 @@ def main() -> None:
           f"{math.sqrt(sum(e * e for e in errs) / len(errs)):.1%}")
     for c in cases_all("held-out"):
         print(f"  held out {c.row['id']}: published {c.row['ms']:g} ms, predicted "
-              f"{latency_ms(c, rates):.2f} ms")
-    n = {d: sum(c.row["dtype"] == d for c in cases) for d in OP_DTYPES}
-    text = block(rates, base, n)
+              f"{latency_ms(c, f):.2f} ms")
+    text = block(f, {d: sum(c.row["dtype"] == d for c in cases) for d in OP_DTYPES})
     print(f"\n# ---- rpi4 ----\n{text}")
     if "--write" in sys.argv:
         write_block(TARGETS / "rpi4.toml", TAG, text)
-
-
-def profile_with_engine(target: TargetProfile) -> TargetProfile:
-    return dataclasses.replace(target, runtime=Runtime(ENGINE, target.runtime.threads))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,9 @@ and for the whole model at T threads::
 
     latency = invoke_overhead + Σ_ops (op_overhead [+ gemm_overhead] + work / S[T])
 
+(gemm_overhead: the engine's figure for the op's dtype where the profile gives
+``gemm_overhead_us_by_engine``, else ``gemm_overhead_us``)
+
 E (sustained MACs per cycle by op class and dtype; a refined class such as ``hardswish``
 falls back to its parent's figure), c (a fixed cost per output element of conv/depthwise/FC,
 in MACs: the GEMM epilogue that makes a 3-channel stem conv or a 3×3 depthwise run well
@@ -75,6 +78,7 @@ class CpuParams:
     cache_bytes: float = 0.0
     gemm_overhead_s: float = 0.0
     hot_weights: float = 1.0  # share of the weights in cache (set per graph by op_times)
+    gemm_overhead_by_dtype: dict[str, float] = dataclasses.field(default_factory=dict)  # s
 
     @classmethod
     def from_target(cls, target: TargetProfile) -> CpuParams:
@@ -97,6 +101,9 @@ class CpuParams:
             dram_bytes_per_s=float(est.dram_gbps or 0) * 1e9,
             cache_bytes=float(est.cache_kb or 0) * 1024,
             gemm_overhead_s=float(est.gemm_overhead_us or 0) * 1e-6,
+            gemm_overhead_by_dtype={d: float(us) * 1e-6 for d, us in
+                                    est.gemm_overhead_us_by_engine.get(cpu_engine(target),
+                                                                       {}).items()},
         )
 
 
@@ -151,7 +158,8 @@ def with_graph(p: CpuParams, graph: TfliteGraph) -> CpuParams:
 def op_seconds(w: OpWork, p: CpuParams) -> tuple[float, bool]:
     """An op's share of the latency at ``p.threads`` (overheads + work / speedup)."""
     work, generic = work_seconds(w, p)
-    overhead = p.op_overhead_s + (p.gemm_overhead_s if w.op_class in GEMM_CLASSES else 0.0)
+    gemm = p.gemm_overhead_by_dtype.get(w.dtype, p.gemm_overhead_s)
+    overhead = p.op_overhead_s + (gemm if w.op_class in GEMM_CLASSES else 0.0)
     return overhead + work / p.speedup, generic
 
 
