@@ -22,8 +22,11 @@ from edgeprune.resources import bundled_dir
 HARDWARE_KINDS = ("host", "cortex-a", "cortex-m", "edgetpu", "ethos-u")
 # What `uname -m` says on a Linux device; "" lets it follow from [hardware] cpu.
 ARCHES = ("", "aarch64", "armv7l", "armv6l", "x86_64", "riscv64")
-ENGINES = ("litert-xnnpack", "tflm-cmsis-nn", "tflm-cmsis-nn-2022", "tflm-reference", "edgetpu",
-           "vela")
+ENGINES = ("litert-xnnpack", "litert-ruy-2021", "tflm-cmsis-nn", "tflm-cmsis-nn-2022",
+           "tflm-reference", "edgetpu", "vela")
+# The engines a Cortex-A profile can run (its [estimator.macs_per_cycle.<engine>] prices the
+# ops): LiteRT + XNNPACK, or TFLite 2.4's default CPU kernels (ruy GEMM, no XNNPACK).
+CPU_ENGINES = ("litert-xnnpack", "litert-ruy-2021")
 # Op classes with a MACs-per-cycle figure in [estimator.macs_per_cycle.<engine>], keyed
 # "<class>_<dtype>" (see edgeprune/estimate/opclass.py for which ops fall in each class).
 # A latency model needs every core class; a refinement, when a profile gives it, prices its
@@ -118,6 +121,9 @@ class Estimator:
     cache_kb: float | None = None
     op_overhead_us: float | None = None  # per op on a Cortex-A (and the Edge TPU's host)
     gemm_overhead_us: float | None = None  # extra per conv/depthwise/FC op (operator setup)
+    # engine -> dtype -> gemm_overhead_us for that engine's ops of that dtype (a CPU engine
+    # whose per-op cost differs from the profile's: litert-ruy-2021's float32 GEMMs)
+    gemm_overhead_us_by_engine: dict[str, dict[str, float]] = field(default_factory=dict)
     invoke_overhead_us: float | None = None  # per inference, fixed
     thread_speedup: tuple[float, ...] = ()  # whole-model speedup at 1, 2, … threads
     runtime_rss_kb: float | None = None  # resident memory of the runtime with no model loaded
@@ -138,7 +144,7 @@ class Estimator:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in (*_PER_DTYPE, *_LISTS, "macs_per_cycle") or value is None:
+            if f.name in (*_PER_DTYPE, *_LISTS, *_BY_ENGINE) or value is None:
                 continue
             (_positive if f.name in _RATES else _at_least)(f"estimator.{f.name}", value, 0)
         for name in _LISTS:
@@ -160,6 +166,16 @@ class Estimator:
             for key, v in table.items():
                 _choice(f"estimator.{name} key", key, OP_DTYPES)
                 _at_least(f"estimator.{name}.{key}", v, low)
+        if not isinstance(self.gemm_overhead_us_by_engine, dict):
+            raise _Invalid("estimator.gemm_overhead_us_by_engine must be a table of engines")
+        for engine, table in self.gemm_overhead_us_by_engine.items():
+            key = f"estimator.gemm_overhead_us_by_engine.{engine}"
+            _choice("estimator.gemm_overhead_us_by_engine engine", engine, CPU_ENGINES)
+            if not isinstance(table, dict):
+                raise _Invalid(f"{key} must be a table of dtypes")
+            for dtype, v in table.items():
+                _choice(f"{key} key", dtype, OP_DTYPES)
+                _at_least(f"{key}.{dtype}", v, 0)
         if not isinstance(self.macs_per_cycle, dict):
             raise _Invalid("estimator.macs_per_cycle must be a table of engines")
         for engine, table in self.macs_per_cycle.items():
@@ -172,9 +188,10 @@ class Estimator:
 
     def required_keys(self, kind: str, engine: str) -> list[str]:
         """Keys the latency/RAM model of ``kind``/``engine`` needs (dotted, as in the TOML)."""
-        cpu = "litert-xnnpack"
+        cpu = "litert-xnnpack"  # the Edge TPU's host CPU
         if kind == "cortex-a":
-            return [*_table_keys(cpu, OP_DTYPES), "mem_gbps", "dram_gbps", "cache_kb",
+            table = engine if engine in CPU_ENGINES else cpu
+            return [*_table_keys(table, OP_DTYPES), "mem_gbps", "dram_gbps", "cache_kb",
                     "op_overhead_us", "invoke_overhead_us", "thread_speedup", "runtime_rss_kb"]
         if kind == "cortex-m":  # float32 figures are optional: float ops are then flagged
             return [*_table_keys(engine, ("int8",)), "op_overhead_cycles"]
@@ -198,6 +215,7 @@ class Estimator:
 
 _PER_DTYPE = {"output_cost_macs": 0, "conv_channel_tile": 1}  # dtype tables, their minimum
 _LISTS = ("thread_speedup", "anchored_classes")
+_BY_ENGINE = ("macs_per_cycle", "gemm_overhead_us_by_engine")
 _RATES = frozenset({"mem_gbps", "dram_gbps", "tpu_gmacs", "usb_mbps"})  # divisors: must be > 0
 
 

@@ -1,5 +1,9 @@
 """Cortex-A (and any CPU) running LiteRT + XNNPACK: a per-op roofline with overheads.
 
+The per-class rates E are the profile's ``[estimator.macs_per_cycle.<runtime.engine>]``:
+``litert-xnnpack``, or ``litert-ruy-2021`` (TFLite 2.4's default kernels: ruy GEMM, no
+XNNPACK); a profile whose engine is not a CPU engine (the Edge TPU's host) uses XNNPACK's.
+
 For each op, on one core::
 
     work = max((MACs' + c[dtype] × outputs) / (E[class, dtype] × clock),
@@ -12,6 +16,9 @@ weights exceed the cache streams the rest from DRAM on every inference),
 and for the whole model at T threads::
 
     latency = invoke_overhead + Σ_ops (op_overhead [+ gemm_overhead] + work / S[T])
+
+(gemm_overhead: the engine's figure for the op's dtype where the profile gives
+``gemm_overhead_us_by_engine``, else ``gemm_overhead_us``)
 
 E (sustained MACs per cycle by op class and dtype; a refined class such as ``hardswish``
 falls back to its parent's figure), c (a fixed cost per output element of conv/depthwise/FC,
@@ -48,7 +55,7 @@ from edgeprune.estimate.opclass import (
     graph_work,
 )
 from edgeprune.estimate.result import Estimate, OpTime, register_estimator
-from edgeprune.targets import Estimator, TargetProfile
+from edgeprune.targets import CPU_ENGINES, Estimator, TargetProfile
 from edgeprune.tflite.graph import TfliteGraph
 from edgeprune.tflite.planner import plan_arena
 
@@ -71,6 +78,7 @@ class CpuParams:
     cache_bytes: float = 0.0
     gemm_overhead_s: float = 0.0
     hot_weights: float = 1.0  # share of the weights in cache (set per graph by op_times)
+    gemm_overhead_by_dtype: dict[str, float] = dataclasses.field(default_factory=dict)  # s
 
     @classmethod
     def from_target(cls, target: TargetProfile) -> CpuParams:
@@ -81,7 +89,7 @@ class CpuParams:
         # never buys more on a memory-bound board.
         speedup = curve[min(threads, len(curve)) - 1]
         return cls(
-            efficiency=dict(est.macs_per_cycle.get(ENGINE, {})),
+            efficiency=dict(est.macs_per_cycle.get(cpu_engine(target), {})),
             output_cost=dict(est.output_cost_macs),
             channel_tile=dict(est.conv_channel_tile),
             clock_hz=target.hardware.clock_mhz * 1e6,
@@ -93,7 +101,16 @@ class CpuParams:
             dram_bytes_per_s=float(est.dram_gbps or 0) * 1e9,
             cache_bytes=float(est.cache_kb or 0) * 1024,
             gemm_overhead_s=float(est.gemm_overhead_us or 0) * 1e-6,
+            gemm_overhead_by_dtype={d: float(us) * 1e-6 for d, us in
+                                    est.gemm_overhead_us_by_engine.get(cpu_engine(target),
+                                                                       {}).items()},
         )
+
+
+def cpu_engine(target: TargetProfile) -> str:
+    """The engine whose rates price ``target``'s CPU ops."""
+    engine = target.runtime.engine
+    return engine if engine in CPU_ENGINES else ENGINE
 
 
 def _estimator(target: TargetProfile) -> Estimator:
@@ -141,7 +158,8 @@ def with_graph(p: CpuParams, graph: TfliteGraph) -> CpuParams:
 def op_seconds(w: OpWork, p: CpuParams) -> tuple[float, bool]:
     """An op's share of the latency at ``p.threads`` (overheads + work / speedup)."""
     work, generic = work_seconds(w, p)
-    overhead = p.op_overhead_s + (p.gemm_overhead_s if w.op_class in GEMM_CLASSES else 0.0)
+    gemm = p.gemm_overhead_by_dtype.get(w.dtype, p.gemm_overhead_s)
+    overhead = p.op_overhead_s + (gemm if w.op_class in GEMM_CLASSES else 0.0)
     return overhead + work / p.speedup, generic
 
 
@@ -188,6 +206,7 @@ def estimate_cortex_a(tflite: bytes, graph: TfliteGraph, target: TargetProfile) 
         f"{p.mem_bytes_per_s / 1e9:g} GB/s, weights beyond {p.cache_bytes / 2**20:g} MiB of "
         f"cache at {p.dram_bytes_per_s / 1e9:g} GB/s)/S + {p.op_overhead_s * 1e6:g} µs/op + "
         f"{p.invoke_overhead_s * 1e6:g} µs; S={p.speedup:g} at {p.threads} thread(s); "
+        f"E of {cpu_engine(target)}; "
         f"parameters from {target.source or target.name} [estimator]"
     )
     return Estimate(total_ms, times, flagged_ops(graph, times), detail, ram, ram_detail)

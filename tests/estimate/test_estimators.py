@@ -313,3 +313,53 @@ def test_check_command_marks_a_budget_inside_the_uncertainty_marginal(tiny_tflit
     assert "(estimate, marginal)" in latency_check(estimate * 1.1)
     far = json.loads(latency_check(estimate * 10, "--json"))
     assert {c["name"]: c for c in far["checks"]}["latency"]["marginal"] is False
+
+
+def _rpi4_with_engine(tmp_path, engine: str, extra: str = ""):
+    profile = tmp_path / f"rpi4-{engine}.toml"
+    profile.write_text(f'inherit = "rpi4"\nname = "rpi4-{engine}"\n[runtime]\n'
+                       f'engine = "{engine}"\nthreads = 4\n{extra}')
+    return load_target(str(profile))
+
+
+def test_a_profile_selecting_the_ruy_engine_loads_and_uses_its_figures(cnn_tflite, tmp_path):
+    """litert-ruy-2021 (TFLite 2.4.1's default kernels, fitted by
+    bench/calibrate_cortex_a_ruy.py): its own rates and its own float32 GEMM overhead."""
+    ruy, xnn = _rpi4_with_engine(tmp_path, "litert-ruy-2021"), load_target("rpi4")
+    assert xnn.runtime.engine == "litert-xnnpack"  # the shipped engine is unchanged
+    table = ruy.estimator.macs_per_cycle["litert-ruy-2021"]
+    assert table != ruy.estimator.macs_per_cycle["litert-xnnpack"]
+    gemm_us = ruy.estimator.gemm_overhead_us_by_engine["litert-ruy-2021"]["float32"]
+    assert gemm_us > ruy.estimator.gemm_overhead_us
+    blob = Path(cnn_tflite["float"]).read_bytes()
+    est = _latency(blob, ruy)
+    assert "E of litert-ruy-2021" in est.detail and "E of litert-xnnpack" in \
+        _latency(blob, xnn).detail
+    gemm_ops = sum(op.op_type in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+                   for op in parse_tflite(blob).ops)
+    assert est.value > gemm_ops * gemm_us / 1e3  # every float GEMM op pays the ruy overhead
+    # The estimate follows the ruy table, and only it.
+    slower = dataclasses.replace(ruy, estimator=dataclasses.replace(
+        ruy.estimator, macs_per_cycle={**ruy.estimator.macs_per_cycle, "litert-ruy-2021": {
+            k: v / 10 for k, v in table.items()}}))
+    assert _latency(blob, slower).value > est.value
+    xnn_slower = dataclasses.replace(slower, runtime=xnn.runtime)
+    assert _latency(blob, xnn_slower).value == pytest.approx(_latency(blob, xnn).value)
+
+
+def test_ruy_engine_without_its_table_names_the_missing_key(tmp_path):
+    profile = tmp_path / "ruy5.toml"
+    profile.write_text('inherit = "rpi5"\nname = "ruy5"\n[runtime]\n'
+                       'engine = "litert-ruy-2021"\n')
+    with pytest.raises(BadInputError, match=r"macs_per_cycle\.litert-ruy-2021\.conv_int8"):
+        load_target(str(profile))  # rpi5 has no ruy figures (Pi 4 anchors only)
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('[estimator.gemm_overhead_us_by_engine.tflm-cmsis-nn]\nint8 = 1.0\n', "tflm-cmsis-nn"),
+    ('[estimator.gemm_overhead_us_by_engine.litert-ruy-2021]\nint4 = 1.0\n', "int4"),
+    ('[estimator.gemm_overhead_us_by_engine.litert-ruy-2021]\nint8 = -1.0\n', "int8"),
+])
+def test_bad_engine_gemm_overheads_name_the_key(tmp_path, text, needle):
+    with pytest.raises(BadInputError, match=needle):
+        _rpi4_with_engine(tmp_path, "litert-ruy-2021", text)
