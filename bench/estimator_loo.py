@@ -181,25 +181,27 @@ def engine_summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_profiles(engines: list[dict[str, Any]]) -> None:
+    """Each profile gets the established uncertainty of every engine of its family it can run
+    (its own and those it has [estimator.macs_per_cycle.<engine>] tables for)."""
     from edgeprune.targets import load_target
 
     for family, names in PROFILES.items():
         for name in names:
-            engine = load_target(str(TARGETS / f"{name}.toml")).runtime.engine
-            mine = next((s for s in engines if (s["family"], s["engine"]) == (family, engine)),
-                        None)
-            others = [f"{s['engine']}'s ± {s['uncertainty_pct']} %" for s in engines
-                      if s["family"] == family and s is not mine and s["uncertainty_pct"]]
-            if mine and mine["uncertainty_pct"]:
-                text = f"uncertainty_pct = {mine['uncertainty_pct']}"
-            elif others:  # the family's residuals are other engines', not this profile's
-                n = mine["predicted"] if mine else 0
-                text = (f"# not established for engine {engine}: {n} predicted anchor(s); "
-                        f"{', '.join(others)} is another engine's (bench/estimator_loo.md)")
-            else:
-                n = mine["anchors"] if mine else 0
-                text = f"# not established: {n} anchor(s), fewer than {GOAL_N}"
-            write_block(TARGETS / f"{name}.toml", TAG, text)
+            target = load_target(str(TARGETS / f"{name}.toml"))
+            runs = {target.runtime.engine, *target.estimator.macs_per_cycle}
+            stated = {s["engine"]: s["uncertainty_pct"] for s in engines
+                      if s["family"] == family and s["engine"] in runs and s["uncertainty_pct"]}
+            unset = sorted(runs & {s["engine"] for s in engines if s["family"] == family}
+                           - set(stated))
+            lines = []
+            if stated:
+                table = ", ".join(f"{e} = {pct}" for e, pct in sorted(stated.items()))
+                lines.append(f"uncertainty_pct = {{ {table} }}")
+            if unset:
+                lines.append(f"# not established for {', '.join(unset)}: fewer than {GOAL_N} "
+                             "anchors predicted (bench/estimator_loo.md)")
+            write_block(TARGETS / f"{name}.toml", TAG, "\n".join(lines) or
+                        f"# not established: fewer than {GOAL_N} anchors")
 
 
 def _pct(x: float | None) -> str:

@@ -132,9 +132,10 @@ class Estimator:
     tpu_op_overhead_us: float | None = None  # per op mapped to the Edge TPU
     usb_mbps: float | None = None  # host link, MB/s: I/O tensors and streamed parameters
     param_cache_mib: float | None = None  # Edge TPU on-chip parameter cache usable by a model
-    # The latency model's stated uncertainty, in %: the spread of its leave-one-out errors on
-    # the family's published figures (bench/estimator_loo.py --write); absent: not established.
-    uncertainty_pct: float | None = None
+    # The latency model's stated uncertainty per engine, in %: the spread of that engine's
+    # leave-one-out errors on published figures (bench/estimator_loo.py --write); an engine
+    # not listed: not established.
+    uncertainty_pct: dict[str, float] = field(default_factory=dict)
     # "<class>_<dtype>" figures a published anchor on this hardware sets; every other class's
     # figure rests on an assumed ratio, and estimates say so (with the share of the latency it
     # prices). Absent: the profile makes no such claim (e.g. bench/host-estimate.toml, where
@@ -166,6 +167,12 @@ class Estimator:
             for key, v in table.items():
                 _choice(f"estimator.{name} key", key, OP_DTYPES)
                 _at_least(f"estimator.{name}.{key}", v, low)
+        if not isinstance(self.uncertainty_pct, dict):
+            raise _Invalid("estimator.uncertainty_pct must be a table of engines "
+                           "(e.g. { edgetpu = 55 })")
+        for engine, pct in self.uncertainty_pct.items():
+            _choice("estimator.uncertainty_pct engine", engine, ENGINES)
+            _positive(f"estimator.uncertainty_pct.{engine}", pct)
         if not isinstance(self.gemm_overhead_us_by_engine, dict):
             raise _Invalid("estimator.gemm_overhead_us_by_engine must be a table of engines")
         for engine, table in self.gemm_overhead_us_by_engine.items():
@@ -215,7 +222,7 @@ class Estimator:
 
 _PER_DTYPE = {"output_cost_macs": 0, "conv_channel_tile": 1}  # dtype tables, their minimum
 _LISTS = ("thread_speedup", "anchored_classes")
-_BY_ENGINE = ("macs_per_cycle", "gemm_overhead_us_by_engine")
+_BY_ENGINE = ("macs_per_cycle", "gemm_overhead_us_by_engine", "uncertainty_pct")
 _RATES = frozenset({"mem_gbps", "dram_gbps", "tpu_gmacs", "usb_mbps"})  # divisors: must be > 0
 
 

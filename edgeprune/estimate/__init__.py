@@ -66,7 +66,7 @@ def estimate_target(tflite: bytes, target: TargetProfile, name: str = "model.tfl
             detail += (f"; {share:.0%} of it priced by op-class figures that rest on an "
                        "assumption, not on a published figure for this hardware "
                        f"({', '.join(assumed)})")
-        pct = target.estimator.uncertainty_pct
+        pct = target.estimator.uncertainty_pct.get(target.runtime.engine)
         detail += (f"; stated uncertainty ± {pct:g} % (leave-one-out on published figures, "
                    "bench/estimator_loo.md)" if pct else
                    "; uncertainty not established (too few published figures to cross-validate"

@@ -270,15 +270,31 @@ def test_latency_estimates_carry_the_profiles_stated_uncertainty(cnn_tflite):
     for name in ESTIMATED:
         target = load_target(name)
         m = _latency(blob, target)
-        pct = target.estimator.uncertainty_pct
+        pct = target.estimator.uncertainty_pct.get(target.runtime.engine)
         if pct:
             assert m.uncertainty == pytest.approx(pct / 100)
             assert f"stated uncertainty ± {pct:g} %" in m.detail
         else:
             assert m.uncertainty is None and "uncertainty not established" in m.detail
     stated = dataclasses.replace(load_target("cortex-m4"), estimator=dataclasses.replace(
-        load_target("cortex-m4").estimator, uncertainty_pct=12.0))
+        load_target("cortex-m4").estimator, uncertainty_pct={"tflm-cmsis-nn": 12.0}))
     assert _latency(blob, stated).uncertainty == pytest.approx(0.12)
+
+
+def test_the_uncertainty_is_the_selected_engines(cnn_tflite, tmp_path):
+    """rpi4 states ± x % for litert-ruy-2021, not for its own litert-xnnpack: a profile that
+    selects ruy states it, and rpi4 itself does not borrow it."""
+    blob = Path(cnn_tflite["float"]).read_bytes()
+    rpi4 = load_target("rpi4")
+    pct = rpi4.estimator.uncertainty_pct["litert-ruy-2021"]
+    assert "litert-xnnpack" not in rpi4.estimator.uncertainty_pct
+    profile = tmp_path / "ruy.toml"
+    profile.write_text('inherit = "rpi4"\nname = "rpi4-ruy"\n[runtime]\n'
+                       'engine = "litert-ruy-2021"\n')
+    ruy = _latency(blob, load_target(str(profile)))
+    assert ruy.uncertainty == pytest.approx(pct / 100)
+    assert f"± {pct:g} %" in ruy.detail and "litert-ruy-2021" in ruy.detail
+    assert _latency(blob, rpi4).uncertainty is None
 
 
 def test_check_command_marks_a_budget_inside_the_uncertainty_marginal(tiny_tflite, tmp_path):
@@ -291,7 +307,7 @@ def test_check_command_marks_a_budget_inside_the_uncertainty_marginal(tiny_tflit
     from edgeprune.cli import main
 
     target = load_target("coral-usb")
-    pct = target.estimator.uncertainty_pct
+    pct = target.estimator.uncertainty_pct.get("edgetpu")
     assert pct and pct > 10  # the band this test relies on (bench/estimator_loo.md)
     estimate = _latency(tiny_tflite.read_bytes(), target).value
 
