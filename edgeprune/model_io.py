@@ -288,7 +288,7 @@ def load_model(path: Path, trust_model: bool = False, layerless_ok: bool = False
     if bridge.is_keras3_file(path, fmt, config):  # translated to tf_keras, checked later
         model = bridge.load(path, trust_model, config)
     else:
-        model = _load_tf_keras(path, trust_model)
+        model = _load_tf_keras(path, trust_model, config)
     from edgeprune.pruning.ir import SUBCLASSED_FIX, is_graph_model
 
     if not is_graph_model(model):  # a subclassed model: no inputs, no layer graph to prune
@@ -311,7 +311,7 @@ def load_model(path: Path, trust_model: bool = False, layerless_ok: bool = False
     return model
 
 
-def _load_tf_keras(path: Path, trust_model: bool) -> Any:
+def _load_tf_keras(path: Path, trust_model: bool, config: Any = None) -> Any:
     keras = _tf.keras()
     from tf_keras.src.saving.serialization_lib import SafeModeScope
 
@@ -320,7 +320,7 @@ def _load_tf_keras(path: Path, trust_model: bool) -> Any:
         # The scope makes Keras refuse Lambda bytecode in .h5 and SavedModel files as well.
         with SafeModeScope(not trust_model):
             model = keras.models.load_model(str(path), compile=False, safe_mode=not trust_model,
-                                            custom_objects=_application_layers())
+                                            custom_objects=_application_layers(config))
     except Exception as exc:
         raise ModelLoadError(
             what, f"cannot be loaded by Keras ({_first_line(exc)})", _fix(exc)
@@ -335,14 +335,31 @@ def _load_tf_keras(path: Path, trust_model: bool) -> Any:
     return model
 
 
-def _application_layers() -> dict[str, type]:
-    """Layers tf_keras' applications define in their own modules without registering them, so
-    tf_keras cannot reload its own ConvNeXt from a .keras file ("'str' object is not callable").
-    They are Keras' code, and the safety check has already allowed them by exact class."""
+def _application_layers(config: Any) -> dict[str, type]:
+    """The layers tf_keras' applications define without registering them (ConvNeXt's
+    LayerScale …) that ``config`` names with their own module: tf_keras cannot reload them
+    from a .keras file ("'str' object is not callable"). Matched by module as well, so a
+    user's own class of the same name is never replaced."""
     from tf_keras.src.applications import convnext, inception_resnet_v2
 
-    return {"LayerScale": convnext.LayerScale, "StochasticDepth": convnext.StochasticDepth,
-            "CustomScaleLayer": inception_resnet_v2.CustomScaleLayer}
+    known = {(m.__name__, c.__name__): c for m, c in (
+        (convnext, convnext.LayerScale), (convnext, convnext.StochasticDepth),
+        (inception_resnet_v2, inception_resnet_v2.CustomScaleLayer))}
+    found: dict[str, type] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for value in node:
+                walk(value)
+        elif isinstance(node, dict):
+            cls = known.get((node.get("module"), node.get("class_name")))
+            if cls is not None:
+                found[cls.__name__] = cls
+            for value in node.values():
+                walk(value)
+
+    walk(config)
+    return found
 
 
 def _check_input_shape(shape: tuple[Any, ...], what: str) -> None:
