@@ -1,15 +1,19 @@
 # edgeprune in a container. Mount your project at /work; artifacts land in ./build/<target>/.
-#   docker build -t edgeprune .                       (add --build-arg WITH_QEMU=1 for QEMU)
+#   docker build -t edgeprune .                       (add --build-arg WITH_QEMU=1 for QEMU,
+#                                                      --build-arg EXTRAS="vela onnx" for ONNX)
 #   docker run --rm --user "$(id -u):$(id -g)" -v "$PWD:/work" edgeprune build --target rpi4
 # Without --user, files are written as uid 1000 (the image's user).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# --- pins: the runtime requirements (with the vela extra), exactly as pyproject.toml pins them
+# --- pins: the runtime requirements with the extras in EXTRAS (space-separated; e.g.
+# --build-arg EXTRAS="vela onnx" for --export onnx), exactly as pyproject.toml pins them
 FROM ${PYTHON_IMAGE} AS pins
+ARG EXTRAS="vela"
 WORKDIR /src
 COPY pyproject.toml ./
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['vela']))" > requirements.txt
+RUN python -c "import os, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + [r for e in os.environ['EXTRAS'].split() \
+for r in p['optional-dependencies'][e]]))" > requirements.txt
 
 # --- deps: a venv with every dependency. Cached by the content of requirements.txt, so only a
 # change of the pins reinstalls TensorFlow (over 1 GB), not a source or test-extra edit.
