@@ -287,9 +287,12 @@ def resolve_for_build(
     rule it out (``--prune weights``, ``--epochs 2``, ``--l1``, no ``--data``, …); the note
     says so. A target default must not turn an option that works elsewhere into an error; a
     schedule the user asks for (recipe file or ``--schedule``) is still refused."""
-    explicit = {k for k, v in cli.items() if v is not None and v != ()}
+    explicit = {k: v for k, v in cli.items() if v is not None and v != ()}
     if recipe_file is not None:
-        explicit |= set(read_recipe_file(recipe_file))
+        explicit = {**read_recipe_file(recipe_file), **explicit}
+    if "schedule" in explicit and "steps" not in explicit and explicit["schedule"] != "gradual":
+        # the target's steps are the cuts of its gradual schedule, which the user replaced
+        target_defaults = {k: v for k, v in target_defaults.items() if k != "steps"}
     if target_defaults.get("schedule") != "gradual" or "schedule" in explicit:
         return resolve_recipe(target_defaults, target_source, recipe_file, cli), []
     why = "" if has_train else "no training data (--data) to fine-tune between the cuts"

@@ -209,3 +209,21 @@ def test_a_gradual_schedule_the_user_asks_for_is_still_refused(tmp_path):
     f.write_text('schedule = "gradual"\nprune = "magnitude"\n')
     with pytest.raises(RecipeError, match="channel pruning only"):
         resolve_for_build(GRADUAL_DEFAULTS, "rpi4.toml", f, {}, has_train=True)
+
+
+def test_the_users_oneshot_drops_the_targets_gradual_steps(tmp_path):
+    """`--schedule oneshot` on a target whose default is gradual with steps = 3 (rpi4)."""
+    from edgeprune.recipe import resolve_for_build
+
+    r, _ = resolve_for_build(GRADUAL_DEFAULTS, "rpi4.toml", None, {"schedule": "oneshot"},
+                             has_train=True)
+    assert (r.schedule, r.steps, r.sparsity) == ("oneshot", 0, 0.75)
+    f = tmp_path / "r.toml"
+    f.write_text('schedule = "oneshot"\n')
+    assert resolve_for_build(GRADUAL_DEFAULTS, "rpi4.toml", f, {}, has_train=True)[0].steps == 0
+    r, _ = resolve_for_build({**GRADUAL_DEFAULTS, "steps": 4}, "t.toml", None,
+                             {"schedule": "gradual"}, has_train=True)
+    assert r.cuts() == 4  # the target's steps stay with its own schedule
+    with pytest.raises(RecipeError, match="--steps 2 with --schedule oneshot"):
+        resolve_for_build(GRADUAL_DEFAULTS, "rpi4.toml", None,
+                          {"schedule": "oneshot", "steps": 2}, has_train=True)
