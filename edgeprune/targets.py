@@ -83,6 +83,12 @@ class Runtime:
         _choice("runtime.engine", self.engine, ENGINES)
         _at_least("runtime.threads", self.threads, 1)
 
+    @property
+    def cpu_engine(self) -> str:
+        """The engine whose [estimator.macs_per_cycle.<engine>] rates price CPU ops: this one
+        where it is a CPU engine, else XNNPACK (the Edge TPU's host CPU)."""
+        return self.engine if self.engine in CPU_ENGINES else CPU_ENGINES[0]
+
 
 @dataclass(frozen=True)
 class Budgets:
@@ -195,10 +201,9 @@ class Estimator:
 
     def required_keys(self, kind: str, engine: str) -> list[str]:
         """Keys the latency/RAM model of ``kind``/``engine`` needs (dotted, as in the TOML)."""
-        cpu = "litert-xnnpack"  # the Edge TPU's host CPU
+        cpu = Runtime(engine).cpu_engine
         if kind == "cortex-a":
-            table = engine if engine in CPU_ENGINES else cpu
-            return [*_table_keys(table, OP_DTYPES), "mem_gbps", "dram_gbps", "cache_kb",
+            return [*_table_keys(cpu, OP_DTYPES), "mem_gbps", "dram_gbps", "cache_kb",
                     "op_overhead_us", "invoke_overhead_us", "thread_speedup", "runtime_rss_kb"]
         if kind == "cortex-m":  # float32 figures are optional: float ops are then flagged
             return [*_table_keys(engine, ("int8",)), "op_overhead_cycles"]

@@ -55,11 +55,10 @@ from edgeprune.estimate.opclass import (
     graph_work,
 )
 from edgeprune.estimate.result import Estimate, OpTime, register_estimator
-from edgeprune.targets import CPU_ENGINES, Estimator, TargetProfile
+from edgeprune.targets import Estimator, TargetProfile
 from edgeprune.tflite.graph import TfliteGraph
 from edgeprune.tflite.planner import plan_arena
 
-ENGINE = "litert-xnnpack"
 _PACKED_WEIGHT_CLASSES = frozenset({"conv", "depthwise", "fc"})
 
 
@@ -88,8 +87,9 @@ class CpuParams:
         # Beyond the measured curve the gain is taken as flat: more threads than measured
         # never buys more on a memory-bound board.
         speedup = curve[min(threads, len(curve)) - 1]
+        engine = target.runtime.cpu_engine
         return cls(
-            efficiency=dict(est.macs_per_cycle.get(cpu_engine(target), {})),
+            efficiency=dict(est.macs_per_cycle.get(engine, {})),
             output_cost=dict(est.output_cost_macs),
             channel_tile=dict(est.conv_channel_tile),
             clock_hz=target.hardware.clock_mhz * 1e6,
@@ -102,15 +102,8 @@ class CpuParams:
             cache_bytes=float(est.cache_kb or 0) * 1024,
             gemm_overhead_s=float(est.gemm_overhead_us or 0) * 1e-6,
             gemm_overhead_by_dtype={d: float(us) * 1e-6 for d, us in
-                                    est.gemm_overhead_us_by_engine.get(cpu_engine(target),
-                                                                       {}).items()},
+                                    est.gemm_overhead_us_by_engine.get(engine, {}).items()},
         )
-
-
-def cpu_engine(target: TargetProfile) -> str:
-    """The engine whose rates price ``target``'s CPU ops."""
-    engine = target.runtime.engine
-    return engine if engine in CPU_ENGINES else ENGINE
 
 
 def _estimator(target: TargetProfile) -> Estimator:
@@ -206,7 +199,7 @@ def estimate_cortex_a(tflite: bytes, graph: TfliteGraph, target: TargetProfile) 
         f"{p.mem_bytes_per_s / 1e9:g} GB/s, weights beyond {p.cache_bytes / 2**20:g} MiB of "
         f"cache at {p.dram_bytes_per_s / 1e9:g} GB/s)/S + {p.op_overhead_s * 1e6:g} µs/op + "
         f"{p.invoke_overhead_s * 1e6:g} µs; S={p.speedup:g} at {p.threads} thread(s); "
-        f"E of {cpu_engine(target)}; "
+        f"E of {target.runtime.cpu_engine}; "
         f"parameters from {target.source or target.name} [estimator]"
     )
     return Estimate(total_ms, times, flagged_ops(graph, times), detail, ram, ram_detail)
