@@ -293,8 +293,9 @@ NOTES = """\
   runs, not explained here. The held-out ResNet-50 (MLPerf v0.7 closed, dividiti, TFLite
   2.2.0 ruy, 604.0 ms) comes out about a third too fast: another TFLite version, ResNet-50
   v1.5 vs keras's v1, and a network (3x3 convolutions, 25.6 M parameters streaming from DRAM)
-  unlike any anchor — the engine is not shown to transfer to it. Profiles keep
-  litert-xnnpack, so the engine's ± (the RMS above) is stated here, not in a shipped profile.
+  unlike any anchor — the engine is not shown to transfer to it. The shipped profiles keep
+  litert-xnnpack; rpi4 records the engine's ± (the RMS above) in `uncertainty_pct`, stated
+  by a profile that selects the engine in [runtime].
 - **Cortex-A, litert-xnnpack (2 anchors of 4).** The XNNPACK README's MobileNet v1 rows
   (column 'RPi 4 (BCM2711, ARM64)', fp32 77 ms, int8 24 ms, "multi-threaded": count not
   stated; the table's one note says "Raspbian Buster build") each set their dtype's level,
